@@ -1,0 +1,94 @@
+"""HTTP API: routes only. Rules live in conversation_service.logic; errors in http_errors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from conversation_service.config import get_config
+from conversation_service.http_errors import register_error_handlers
+from conversation_service.logic.identity import caller_user_id
+from conversation_service.models.api import (
+    ConversationView,
+    CreateConversationRequest,
+    CreateConversationResponse,
+    ErrorBody,
+    SettingsUpdate,
+    SettingsView,
+)
+from conversation_service.observability import logger, metrics, tracer
+from conversation_service.services import conversation_service, settings_service
+
+API_TITLE = "OpenHands Conversations API"
+API_VERSION = "1.0.0"
+
+app = APIGatewayRestResolver(enable_validation=True)
+app.enable_swagger(path="/api/docs", title=API_TITLE, version=API_VERSION)
+register_error_handlers(app)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid request (see msg_id)", "content": {"application/json": {"model": ErrorBody}}},
+    401: {"description": "Missing or invalid API key", "content": {"application/json": {"model": ErrorBody}}},
+    404: {"description": "Not found, or not yours", "content": {"application/json": {"model": ErrorBody}}},
+    422: {"description": "Body does not match the schema", "content": {"application/json": {"model": ErrorBody}}},
+    500: {"description": "Unexpected failure", "content": {"application/json": {"model": ErrorBody}}},
+}
+_CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"description": "Idempotency-Key reused with another body", "content": {"application/json": {"model": ErrorBody}}},
+    429: {"description": "Concurrency limit (reject policy)", "content": {"application/json": {"model": ErrorBody}}},
+}
+
+ConversationId = Annotated[str, Path(description="32 hex characters", max_length=200)]
+
+
+def _user_id() -> str:
+    return caller_user_id(app.current_event.raw_event.get("requestContext") or {}, get_config())
+
+
+@app.post("/api/conversations", summary="Create a conversation", responses=_CREATE_ERRORS)
+@tracer.capture_method
+def create_conversation(
+    request: CreateConversationRequest,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> CreateConversationResponse:
+    response = conversation_service().create(_user_id(), request, idempotency_key)
+    metrics.add_metric(name="ConversationsCreated", unit="Count", value=1)
+    return response
+
+
+@app.get("/api/conversations/<conversation_id>", summary="Get a conversation", responses=_ERRORS)
+def get_conversation(conversation_id: ConversationId) -> ConversationView:
+    return conversation_service().view(_user_id(), conversation_id)
+
+
+@app.get("/api/settings", summary="Get your settings (secrets are never returned)", responses=_ERRORS)
+def get_settings() -> SettingsView:
+    return settings_service().view(_user_id())
+
+
+@app.post("/api/settings", summary="Update your settings", responses=_ERRORS)
+def update_settings(update: SettingsUpdate) -> SettingsView:
+    return settings_service().update(_user_id(), update)
+
+
+@app.get("/api/openapi.json", include_in_schema=False)
+def openapi_document() -> dict[str, Any]:
+    return openapi_schema()
+
+
+def openapi_schema() -> dict[str, Any]:
+    import json
+
+    return json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))  # type: ignore[no-any-return]
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,83 @@
+"""Service configuration, read once from the environment into a typed model.
+
+Logic never reads `os.environ`: it receives a `ServiceConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class ConcurrencyPolicy(StrEnum):
+    CLOSE_OLDEST = "close_oldest"  # the spec's behaviour: close the least recently active one
+    REJECT = "reject"  # answer 429 CONCURRENCY_LIMIT_REACHED
+
+
+DEFAULT_PROVIDER_HOSTS: dict[str, str] = {
+    "github": "github.com",
+    "gitlab": "gitlab.com",
+    "bitbucket": "bitbucket.org",
+    "azure_devops": "dev.azure.com",
+}
+
+
+class ServiceConfig(BaseModel):
+    conversations_table: str = "conversations"
+    users_table: str = "users"
+    idempotency_table: str = "idempotency"
+    context_bucket: str = "conversation-context"
+    secrets_key_id: str = "alias/conversation-secrets"
+    state_machine_arn: str = ""
+
+    max_active_conversations: int = Field(default=3, ge=1, le=1000)
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.CLOSE_OLDEST
+    retry_after_seconds: int = 30
+
+    # Git: which hosts a repository may live on, per provider (enterprise hosts are added here).
+    git_provider_hosts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROVIDER_HOSTS))
+    git_extra_hosts: list[str] = Field(default_factory=list)
+    git_timeout_seconds: float = 10.0
+    # Only the local stack turns this on: loopback hosts, plain http/git and local paths.
+    allow_local_repositories: bool = False
+
+    default_runtime: str = "fargate"
+    default_sandbox_image: str = "ghcr.io/all-hands-ai/runtime:latest"
+    idempotency_ttl_seconds: int = 86400
+    # The local stack runs as one user without keys, as OpenHands does on a laptop.
+    local_user_id: str | None = None
+
+    @field_validator("git_provider_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {**DEFAULT_PROVIDER_HOSTS, **json.loads(value)} if value else DEFAULT_PROVIDER_HOSTS
+        return value
+
+    @field_validator("git_extra_hosts", mode="before")
+    @classmethod
+    def _parse_extra_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
+
+    @property
+    def allowed_git_hosts(self) -> frozenset[str]:
+        return frozenset({*self.git_provider_hosts.values(), *self.git_extra_hosts})
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> ServiceConfig:
+        env = os.environ if environ is None else environ
+        values = {
+            field: env[field.upper()] for field in cls.model_fields if field.upper() in env and env[field.upper()] != ""
+        }
+        return cls.model_validate(values)
+
+
+@lru_cache(maxsize=1)
+def get_config() -> ServiceConfig:
+    return ServiceConfig.from_environment()

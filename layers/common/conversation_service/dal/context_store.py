@@ -1,0 +1,34 @@
+"""S3 bucket for what is too large for a DynamoDB item or a state-machine payload."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conversation_service.dal.aws import client
+
+
+class ContextStore:
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+
+    def put_json(self, key: str, payload: dict[str, Any]) -> str:
+        client("s3").put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(payload).encode(),
+            ContentType="application/json",
+            ServerSideEncryption="aws:kms",
+        )
+        return key
+
+    def get_json(self, key: str) -> dict[str, Any]:
+        body = client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        loaded: dict[str, Any] = json.loads(body)
+        return loaded
+
+    def delete_prefix(self, prefix: str) -> None:
+        listing = client("s3").list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        objects = [{"Key": item["Key"]} for item in listing.get("Contents", [])]
+        if objects:
+            client("s3").delete_objects(Bucket=self.bucket, Delete={"Objects": objects})

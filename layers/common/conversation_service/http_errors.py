@@ -1,0 +1,76 @@
+"""The one place where errors become HTTP answers, in the spec's body shape:
+`{"status": "error", "message": ..., "msg_id": ...}` (plus `detail`, `limit`, ... where useful).
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.models.errors import InvalidConversationId, ServiceError
+from conversation_service.observability import logger, metrics
+
+CONVERSATION_PATH_PREFIX = "/api/conversations/"
+
+
+def error_response(
+    status_code: int, message: str, msg_id: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[str]:
+    body = {"status": "error", "message": message, "msg_id": msg_id, **extra}
+    return Response(
+        status_code=status_code,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body),
+        headers=headers or {},
+    )
+
+
+def _validation_detail(errors: Any) -> list[dict[str, Any]]:
+    # Only where and what: `input` may hold a secret (an API key in a settings body).
+    return [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")} for error in errors]
+
+
+def _summary(detail: list[dict[str, Any]]) -> str:
+    first = detail[0] if detail else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+    more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
+    return f"Invalid request: {where}: {first['msg']}{more}"
+
+
+def register_error_handlers(app: APIGatewayRestResolver) -> None:
+    @app.exception_handler(ServiceError)
+    def handle_service_error(error: ServiceError) -> Response[str]:
+        metrics.add_metric(name=f"Rejected_{error.msg_id.replace('$', '_')}", unit="Count", value=1)
+        logger.info("request refused", extra={"msg_id": error.msg_id, "status_code": error.status_code})
+        return error_response(error.status_code, error.message, error.msg_id, error.headers, **error.extra)
+
+    @app.exception_handler(RequestValidationError)
+    def handle_validation_error(error: RequestValidationError) -> Response[str]:
+        detail = _validation_detail(error.errors())
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, _summary(detail), "ERROR$VALIDATION", detail=detail)
+
+    @app.not_found
+    def handle_not_found(_: Exception) -> Response[str]:
+        path = app.current_event.path or ""
+        if path.startswith(CONVERSATION_PATH_PREFIX):
+            remainder = path[len(CONVERSATION_PATH_PREFIX) :]
+            for suffix in ("/stop", "/start"):
+                remainder = remainder.removesuffix(suffix)
+            try:
+                validate_conversation_id(remainder)
+            except InvalidConversationId as invalid:
+                return error_response(400, invalid.message, invalid.msg_id)
+        return error_response(404, "Not found", "ERROR$NOT_FOUND")
+
+    @app.exception_handler(Exception)
+    def handle_unexpected(error: Exception) -> Response[str]:
+        logger.exception("unexpected error", extra={"error_type": type(error).__name__})
+        metrics.add_metric(name="UnexpectedErrors", unit="Count", value=1)
+        creating = app.current_event.http_method == "POST" and app.current_event.path == "/api/conversations"
+        message = "Failed to start conversation" if creating else "Internal server error"
+        return error_response(500, message, "STATUS$ERROR")

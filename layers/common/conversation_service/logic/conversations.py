@@ -1,0 +1,292 @@
+"""Creating and reading conversations: the spec's rules in one place."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+
+from conversation_service.config import ConcurrencyPolicy, ServiceConfig
+from conversation_service.dal.context_store import ContextStore
+from conversation_service.dal.conversations import (
+    ActiveLimitReached,
+    ConversationIdTaken,
+    ConversationNoLongerActive,
+    ConversationStore,
+    WriteContention,
+)
+from conversation_service.dal.users import UserStore
+from conversation_service.logic.clock import now_epoch_ms, now_iso
+from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
+from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.models.api import (
+    CreateConversationRequest,
+    CreateConversationResponse,
+    ConversationView,
+)
+from conversation_service.models.domain import (
+    KNOWN_AGENTS,
+    AgentDefaults,
+    Conversation,
+    ConversationStatus,
+    ConversationTrigger,
+    ResolvedRepository,
+    RuntimeStatus,
+    TimelineEntry,
+    UserSettings,
+)
+from conversation_service.models.errors import (
+    AgentNotFound,
+    ConcurrencyLimitReached,
+    ConversationConflict,
+    ConversationNotFound,
+    IdempotencyConflict,
+    InvalidRequest,
+    LLMAuthenticationMissing,
+    RequestInProgress,
+    SettingsNotFound,
+)
+
+TOO_MANY_CONVERSATIONS = "AGENT_ERROR$TOO_MANY_CONVERSATIONS"
+MAX_WRITE_ATTEMPTS = 12
+# Requests larger than this (serialized) live in S3 rather than on the DynamoDB item (400 KB).
+INLINE_REQUEST_LIMIT_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ConversationService:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        conversations: ConversationStore,
+        users: UserStore,
+        context: ContextStore,
+        idempotency: BasePersistenceLayer | None = None,
+        *,
+        resolver: RepositoryResolver | None = None,
+        verifier: RepositoryVerifier | None = None,
+        id_factory: Callable[[], str] = new_conversation_id,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._config = config
+        self._conversations = conversations
+        self._users = users
+        self._context = context
+        self._resolver = resolver or RepositoryResolver(config)
+        self._verifier = verifier or RepositoryVerifier(config)
+        self._new_id = id_factory
+        self._sleep = sleep
+        self._create_once = self._make_idempotent_create(idempotency) if idempotency else None
+
+    # -- create ------------------------------------------------------------------------------
+    def create(
+        self, user_id: str, request: CreateConversationRequest, idempotency_key: str | None = None
+    ) -> CreateConversationResponse:
+        if idempotency_key is None or self._create_once is None:
+            return self._create(user_id, request)
+        if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        envelope = {
+            "user_id": user_id,
+            "key": idempotency_key,
+            "body": request.model_dump(mode="json", exclude_none=True),
+        }
+        try:
+            response: CreateConversationResponse = self._create_once(envelope=envelope)
+        except IdempotencyValidationError as error:
+            raise IdempotencyConflict() from error
+        except IdempotencyAlreadyInProgressError as error:
+            raise RequestInProgress() from error
+        return response
+
+    def _make_idempotent_create(self, store: BasePersistenceLayer) -> Callable[..., CreateConversationResponse]:
+        config = IdempotencyConfig(
+            event_key_jmespath="[user_id, key]",
+            payload_validation_jmespath="body",
+            expires_after_seconds=self._config.idempotency_ttl_seconds,
+        )
+
+        @idempotent_function(
+            data_keyword_argument="envelope",
+            persistence_store=store,
+            config=config,
+            output_serializer=PydanticSerializer(model=CreateConversationResponse),
+        )
+        def create_once(envelope: dict[str, Any]) -> CreateConversationResponse:
+            request = CreateConversationRequest.model_validate(envelope["body"])
+            return self._create(envelope["user_id"], request)
+
+        return create_once
+
+    def _create(self, user_id: str, request: CreateConversationRequest) -> CreateConversationResponse:
+        settings = self._users.get_settings(user_id)
+        if settings is None:
+            raise SettingsNotFound()
+        agent = settings.agent or AgentDefaults().agent
+        if agent not in KNOWN_AGENTS:
+            raise AgentNotFound()
+        if not settings.llm_api_key_set:
+            raise LLMAuthenticationMissing()
+        if not settings.llm_model:
+            raise SettingsNotFound("Settings have no LLM model; set llm_model with POST /api/settings")
+        repository = self._check_repository(settings, request)
+        conversation = self._new_conversation(user_id, settings, request, repository)
+        self._insert(conversation, settings)
+        return CreateConversationResponse(
+            conversation_id=conversation.conversation_id, conversation_status=conversation.conversation_status
+        )
+
+    def _check_repository(self, settings: UserSettings, request: CreateConversationRequest) -> ResolvedRepository | None:
+        repository = request.repository
+        git_provider = request.git_provider
+        if repository is None and request.suggested_task is not None:
+            repository, git_provider = request.suggested_task.repo, request.suggested_task.git_provider or git_provider
+        if repository is None and request.create_microagent is not None:
+            repository = request.create_microagent.repo
+            git_provider = request.create_microagent.git_provider or git_provider
+        if repository is None:
+            if request.selected_branch is not None:
+                raise InvalidRequest("selected_branch needs a repository")
+            return None
+        location = self._resolver.locate(repository, git_provider)
+        token = None
+        if location.git_provider in settings.provider_tokens_set:
+            token = self._users.open_secrets(settings).provider_tokens.get(location.git_provider)
+        return self._verifier.verify(location, request.selected_branch, token)
+
+    def _new_conversation(
+        self,
+        user_id: str,
+        settings: UserSettings,
+        request: CreateConversationRequest,
+        repository: ResolvedRepository | None,
+    ) -> Conversation:
+        defaults = AgentDefaults()
+        at = now_iso()
+        conversation_id = self._new_id()
+        stored_request = request.model_dump(mode="json", exclude_none=True)
+        return Conversation(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            conversation_status=ConversationStatus.STARTING,
+            runtime_status=RuntimeStatus.QUEUED.value,
+            title=_default_title(conversation_id, request),
+            trigger=_trigger(request).value,
+            created_at=at,
+            updated_at=at,
+            last_active_at=now_epoch_ms(),
+            repository=repository.display_name if repository else None,
+            clone_url=repository.clone_url if repository else None,
+            repository_name=repository.name if repository else None,
+            git_provider=repository.git_provider if repository else None,
+            selected_branch=repository.branch if repository else None,
+            branch_requested=repository.branch_requested if repository else False,
+            commit=repository.commit if repository else None,
+            agent=settings.agent or defaults.agent,
+            max_iterations=settings.max_iterations or defaults.max_iterations,
+            confirmation_mode=(
+                settings.confirmation_mode if settings.confirmation_mode is not None else defaults.confirmation_mode
+            ),
+            security_analyzer=settings.security_analyzer or defaults.security_analyzer,
+            llm_model=settings.llm_model or "",
+            llm_base_url=settings.llm_base_url,
+            sandbox_image=settings.sandbox_base_container_image or self._config.default_sandbox_image,
+            runtime=self._config.default_runtime,
+            timeline=[TimelineEntry(phase=RuntimeStatus.QUEUED.value, at=at)],
+            request=stored_request,
+        )
+
+    def _insert(self, conversation: Conversation, settings: UserSettings) -> None:
+        """Write the conversation within the user's limit; a colliding id silently gets a fresh one."""
+        self._move_large_request_to_s3(conversation)
+        limit = settings.max_active_conversations or self._config.max_active_conversations
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            try:
+                self._conversations.insert_within_limit(conversation, limit)
+                return
+            except ConversationIdTaken:
+                self._assign_new_id(conversation)
+            except ActiveLimitReached as limit_reached:
+                if self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
+                    raise ConcurrencyLimitReached(
+                        f"You have {limit_reached.current} active conversations (limit {limit}); "
+                        "stop one or retry later",
+                        headers={"Retry-After": str(self._config.retry_after_seconds)},
+                        limit=limit,
+                        current=limit_reached.current,
+                    ) from limit_reached
+                if self._replace_least_recently_active(conversation):
+                    return
+            except (ConversationNoLongerActive, WriteContention):
+                pass
+            self._sleep(min(0.5, 0.01 * 2**attempt) * random.random())
+        raise ConversationConflict()
+
+    def _replace_least_recently_active(self, conversation: Conversation) -> bool:
+        victim = self._conversations.least_recently_active(conversation.user_id)
+        if victim is None:
+            return False
+        try:
+            self._conversations.insert_replacing(conversation, victim, reason=TOO_MANY_CONVERSATIONS, at=now_iso())
+        except ConversationIdTaken:
+            self._assign_new_id(conversation)
+            return False
+        except (ConversationNoLongerActive, WriteContention):
+            return False
+        return True
+
+    def _assign_new_id(self, conversation: Conversation) -> None:
+        conversation.conversation_id = self._new_id()
+        if conversation.request_s3_key:
+            self._move_large_request_to_s3(conversation, force=True)
+
+    def _move_large_request_to_s3(self, conversation: Conversation, force: bool = False) -> None:
+        if not force and len(json.dumps(conversation.request)) <= INLINE_REQUEST_LIMIT_BYTES:
+            return
+        payload = conversation.request or self._context.get_json(conversation.request_s3_key or "")
+        key = f"conversations/{conversation.conversation_id}/request.json"
+        conversation.request_s3_key = self._context.put_json(key, payload)
+        conversation.request = {}
+
+    # -- read --------------------------------------------------------------------------------
+    def get_owned(self, user_id: str, conversation_id: str) -> Conversation:
+        validate_conversation_id(conversation_id)
+        conversation = self._conversations.get(conversation_id)
+        if conversation is None or conversation.user_id != user_id:
+            raise ConversationNotFound()
+        return conversation
+
+    def view(self, user_id: str, conversation_id: str) -> ConversationView:
+        conversation = self.get_owned(user_id, conversation_id)
+        return ConversationView.model_validate(conversation.model_dump(include=set(ConversationView.model_fields)))
+
+
+def _trigger(request: CreateConversationRequest) -> ConversationTrigger:
+    if request.create_microagent is not None:
+        return ConversationTrigger.MICROAGENT_MANAGEMENT
+    if request.suggested_task is not None:
+        return ConversationTrigger.SUGGESTED_TASK
+    return ConversationTrigger.API
+
+
+def _default_title(conversation_id: str, request: CreateConversationRequest) -> str:
+    if request.create_microagent is not None and request.create_microagent.title:
+        return request.create_microagent.title[:200]
+    if request.suggested_task is not None:
+        return request.suggested_task.title[:200] or f"Conversation {conversation_id[:5]}"
+    return f"Conversation {conversation_id[:5]}"

@@ -1,0 +1,66 @@
+"""User settings: partial updates, secrets sealed and never shown back."""
+
+from __future__ import annotations
+
+from conversation_service.config import ServiceConfig
+from conversation_service.dal.users import UserStore
+from conversation_service.logic.clock import now_iso
+from conversation_service.models.api import SettingsUpdate, SettingsView
+from conversation_service.models.domain import KNOWN_AGENTS, AgentDefaults, UserSecrets, UserSettings
+from conversation_service.models.errors import AgentNotFound, SettingsNotFound
+
+_PLAIN_FIELDS = (
+    "agent",
+    "max_iterations",
+    "confirmation_mode",
+    "security_analyzer",
+    "llm_model",
+    "llm_base_url",
+    "sandbox_base_container_image",
+)
+
+
+class SettingsService:
+    def __init__(self, config: ServiceConfig, users: UserStore) -> None:
+        self._config = config
+        self._users = users
+
+    def view(self, user_id: str) -> SettingsView:
+        settings = self._users.get_settings(user_id)
+        if settings is None:
+            raise SettingsNotFound()
+        return self._view(settings)
+
+    def update(self, user_id: str, update: SettingsUpdate) -> SettingsView:
+        if update.agent is not None and update.agent not in KNOWN_AGENTS:
+            raise AgentNotFound(f"Agent specification not found: choose one of {', '.join(sorted(KNOWN_AGENTS))}")
+        current = self._users.get_settings(user_id) or UserSettings(user_id=user_id)
+        secrets = self._users.open_secrets(current) if current.sealed_secrets else UserSecrets()
+        changes = update.model_dump(include=set(_PLAIN_FIELDS), exclude_unset=True)
+        settings = current.model_copy(update={**changes, "updated_at": now_iso()})
+        if update.llm_api_key is not None:
+            secrets.llm_api_key = update.llm_api_key or None
+        for provider, token in (update.provider_tokens or {}).items():
+            if token:
+                secrets.provider_tokens[provider.value] = token
+            else:
+                secrets.provider_tokens.pop(provider.value, None)
+        self._users.save_settings(settings, secrets)
+        return self._view(settings)
+
+    def _view(self, settings: UserSettings) -> SettingsView:
+        defaults = AgentDefaults()
+        return SettingsView(
+            agent=settings.agent or defaults.agent,
+            max_iterations=settings.max_iterations or defaults.max_iterations,
+            confirmation_mode=(
+                settings.confirmation_mode if settings.confirmation_mode is not None else defaults.confirmation_mode
+            ),
+            security_analyzer=settings.security_analyzer,
+            llm_model=settings.llm_model,
+            llm_base_url=settings.llm_base_url,
+            llm_api_key_set=settings.llm_api_key_set,
+            provider_tokens_set={provider: True for provider in settings.provider_tokens_set},
+            sandbox_base_container_image=settings.sandbox_base_container_image or self._config.default_sandbox_image,
+            updated_at=settings.updated_at,
+        )

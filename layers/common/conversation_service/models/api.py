@@ -1,0 +1,162 @@
+"""Request and response bodies of the HTTP API, as the spec names them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from conversation_service.models.domain import ConversationStatus, TimelineEntry
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+class GitProvider(StrEnum):
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    BITBUCKET = "bitbucket"
+    AZURE_DEVOPS = "azure_devops"
+    ENTERPRISE = "enterprise"
+
+
+# The spec writes "GITHUB"; OpenHands writes "github". Both are accepted.
+GitProviderField = Annotated[GitProvider, BeforeValidator(_lower)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SuggestedTaskType(StrEnum):
+    MERGE_CONFLICTS = "MERGE_CONFLICTS"
+    FAILING_CHECKS = "FAILING_CHECKS"
+    UNRESOLVED_COMMENTS = "UNRESOLVED_COMMENTS"
+    OPEN_ISSUE = "OPEN_ISSUE"
+    OPEN_PR = "OPEN_PR"
+    CREATE_MICROAGENT = "CREATE_MICROAGENT"
+
+
+class SuggestedTask(StrictModel):
+    git_provider: GitProviderField | None = None
+    issue_number: int = Field(ge=0)
+    repo: str = Field(min_length=1, max_length=300)
+    title: str = Field(max_length=1000)
+    task_type: SuggestedTaskType
+
+
+class CreateMicroagent(StrictModel):
+    repo: str = Field(min_length=1, max_length=300)
+    git_provider: GitProviderField | None = None
+    title: str | None = Field(default=None, max_length=1000)
+
+
+class MCPRemoteServer(StrictModel):
+    name: str | None = Field(default=None, max_length=200)
+    url: str = Field(min_length=1, max_length=2000)
+    api_key: str | None = Field(default=None, max_length=4000)
+    timeout: int | None = Field(default=None, ge=1, le=3600)
+
+
+class MCPStdioServer(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    command: str = Field(min_length=1, max_length=2000)
+    args: list[str] = Field(default_factory=list, max_length=100)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class MCPConfig(StrictModel):
+    sse_servers: list[MCPRemoteServer] = Field(default_factory=list, max_length=50)
+    stdio_servers: list[MCPStdioServer] = Field(default_factory=list, max_length=50)
+    shttp_servers: list[MCPRemoteServer] = Field(default_factory=list, max_length=50)
+
+
+class CreateConversationRequest(StrictModel):
+    """`POST /api/conversations`: every field optional, unknown fields refused."""
+
+    repository: str | None = Field(default=None, max_length=500, description="owner/repo or an https clone URL")
+    git_provider: GitProviderField | None = Field(default=None, description="github (default), gitlab, ...")
+    selected_branch: str | None = Field(default=None, max_length=255)
+    initial_user_msg: str | None = Field(default=None, max_length=100_000)
+    image_urls: list[Annotated[str, Field(max_length=2_000_000)]] | None = Field(default=None, max_length=20)
+    replay_json: str | None = Field(default=None, max_length=5_000_000)
+    suggested_task: SuggestedTask | None = None
+    create_microagent: CreateMicroagent | None = None
+    conversation_instructions: str | None = Field(default=None, max_length=50_000)
+    mcp_config: MCPConfig | None = None
+
+
+class CreateConversationResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    conversation_id: str
+    conversation_status: ConversationStatus
+
+
+class ErrorBody(BaseModel):
+    status: Literal["error"] = "error"
+    message: str
+    msg_id: str
+
+
+class ConversationView(BaseModel):
+    """What the owner sees of a conversation: status, place in the workflow, no secrets."""
+
+    conversation_id: str
+    title: str
+    conversation_status: ConversationStatus
+    runtime_status: str
+    status_reason: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_details: dict[str, Any] | None = None
+    repository: str | None = None
+    git_provider: str | None = None
+    selected_branch: str | None = None
+    commit: str | None = None
+    trigger: str
+    agent: str
+    max_iterations: int
+    confirmation_mode: bool
+    security_analyzer: str | None = None
+    llm_model: str
+    runtime: str
+    sandbox_image: str
+    created_at: str
+    updated_at: str
+    timeline: list[TimelineEntry]
+    agent_server_url: str | None = None
+    agent_conversation_id: str | None = None
+    microagents: list[str] = Field(default_factory=list)
+
+
+class SettingsUpdate(StrictModel):
+    """`POST /api/settings`: fields left out keep their value; "" clears a secret."""
+
+    agent: str | None = Field(default=None, max_length=100)
+    max_iterations: int | None = Field(default=None, ge=1, le=10_000)
+    confirmation_mode: bool | None = None
+    security_analyzer: str | None = Field(default=None, max_length=100)
+    llm_model: str | None = Field(default=None, min_length=1, max_length=200)
+    llm_base_url: str | None = Field(default=None, max_length=2000)
+    llm_api_key: str | None = Field(default=None, max_length=4000)
+    provider_tokens: dict[GitProviderField, str] | None = None
+    sandbox_base_container_image: str | None = Field(default=None, max_length=500)
+
+
+class SettingsView(BaseModel):
+    agent: str
+    max_iterations: int
+    confirmation_mode: bool
+    security_analyzer: str | None
+    llm_model: str | None
+    llm_base_url: str | None
+    llm_api_key_set: bool
+    provider_tokens_set: dict[str, bool]
+    sandbox_base_container_image: str
+    updated_at: str | None
+
+
+class OkBody(BaseModel):
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,139 @@
+"""Domain model: conversations, user settings and the statuses they move through."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ConversationStatus(StrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    ARCHIVED = "ARCHIVED"
+    ERROR = "ERROR"
+
+
+ACTIVE_STATUSES = frozenset({ConversationStatus.STARTING, ConversationStatus.RUNNING})
+
+
+class RuntimeStatus(StrEnum):
+    """OpenHands' runtime status ids, plus the finer phases our sandbox reports."""
+
+    QUEUED = "STATUS$QUEUED"
+    INITIALIZING_CONTEXT = "STATUS$INITIALIZING_CONTEXT"
+    STARTING_RUNTIME = "STATUS$STARTING_RUNTIME"
+    RUNTIME_STARTED = "STATUS$RUNTIME_STARTED"
+    SETTING_UP_WORKSPACE = "STATUS$SETTING_UP_WORKSPACE"
+    RUNNING_SETUP_SCRIPT = "STATUS$RUNNING_SETUP_SCRIPT"
+    SETTING_UP_GIT_HOOKS = "STATUS$SETTING_UP_GIT_HOOKS"
+    STARTING_AGENT_SERVER = "STATUS$STARTING_AGENT_SERVER"
+    READY = "STATUS$READY"
+    STOPPED = "STATUS$STOPPED"
+    ERROR = "STATUS$ERROR"
+
+
+class ConversationTrigger(StrEnum):
+    GUI = "gui"
+    API = "api"
+    SUGGESTED_TASK = "suggested_task"
+    MICROAGENT_MANAGEMENT = "microagent_management"
+
+
+KNOWN_AGENTS = frozenset({"CodeActAgent", "BrowsingAgent", "VisualBrowsingAgent", "ReadOnlyAgent", "LocAgent"})
+
+
+class AgentDefaults(BaseModel):
+    """The spec's defaults; user settings override them."""
+
+    agent: str = "CodeActAgent"
+    max_iterations: int = 100
+    confirmation_mode: bool = False
+    security_analyzer: str | None = None
+
+
+class UserSecrets(BaseModel):
+    """Decrypted secrets: held in memory only, never logged, never returned."""
+
+    llm_api_key: str | None = Field(default=None, repr=False)
+    provider_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
+
+
+class UserSettings(BaseModel):
+    """A user's stored settings. Secrets stay sealed (KMS) until a caller opens them."""
+
+    user_id: str
+    agent: str | None = None
+    max_iterations: int | None = None
+    confirmation_mode: bool | None = None
+    security_analyzer: str | None = None
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    sandbox_base_container_image: str | None = None
+    max_active_conversations: int | None = None
+    llm_api_key_set: bool = False
+    provider_tokens_set: list[str] = Field(default_factory=list)
+    sealed_secrets: str | None = Field(default=None, repr=False)
+    updated_at: str | None = None
+
+
+class ResolvedRepository(BaseModel):
+    """A repository checked at request time: where it is and which commit was seen."""
+
+    display_name: str  # owner/repo, or the URL for enterprise and local repositories
+    clone_url: str
+    name: str  # directory name in the workspace
+    git_provider: str
+    branch: str  # the checked-out branch (the requested one, or the default branch)
+    branch_requested: bool
+    commit: str
+
+
+class TimelineEntry(BaseModel):
+    phase: str
+    at: str
+
+
+class Conversation(BaseModel):
+    conversation_id: str
+    user_id: str
+    conversation_status: ConversationStatus
+    runtime_status: str
+    title: str
+    trigger: str
+    created_at: str
+    updated_at: str
+    last_active_at: int  # epoch milliseconds, orders the least recently active
+    repository: str | None = None
+    clone_url: str | None = None
+    repository_name: str | None = None
+    git_provider: str | None = None
+    selected_branch: str | None = None
+    branch_requested: bool = False
+    commit: str | None = None
+    agent: str
+    max_iterations: int
+    confirmation_mode: bool
+    security_analyzer: str | None = None
+    llm_model: str
+    llm_base_url: str | None = None
+    sandbox_image: str
+    runtime: str
+    status_reason: str | None = None  # msg_id of the last status change (e.g. too many conversations)
+    error_code: str | None = None
+    error_message: str | None = None
+    error_details: dict[str, Any] | None = None
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    request: dict[str, Any] = Field(default_factory=dict)  # the creation request, secrets excluded
+    request_s3_key: str | None = None  # set when the request was too large to keep on the item
+    execution_arn: str | None = None
+    task_arn: str | None = None
+    agent_server_url: str | None = None
+    agent_conversation_id: str | None = None
+    microagents: list[str] = Field(default_factory=list)
+
+    @property
+    def is_active(self) -> bool:
+        return self.conversation_status in ACTIVE_STATUSES

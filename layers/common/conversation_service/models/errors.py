@@ -1,0 +1,111 @@
+"""Every error the service answers with, and its HTTP status and OpenHands `msg_id`.
+
+Errors are raised by logic; one exception handler (`http_errors.py`) turns them into the
+spec's body `{"status": "error", "message": ..., "msg_id": ...}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code = 400
+    msg_id = "ERROR$UNKNOWN"
+    default_message = "Request failed"
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        self.message = message or self.default_message
+        self.extra = extra
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class InvalidRequest(ServiceError):
+    status_code = 400
+    msg_id = "ERROR$INVALID_REQUEST"
+
+
+class InvalidConversationId(ServiceError):
+    status_code = 400
+    msg_id = "ERROR$INVALID_CONVERSATION_ID"
+    default_message = "Invalid conversation ID"
+
+
+class SettingsNotFound(ServiceError):
+    msg_id = "CONFIGURATION$SETTINGS_NOT_FOUND"
+    default_message = "Settings not found"
+
+
+class AgentNotFound(ServiceError):
+    msg_id = "CONFIGURATION$SETTINGS_NOT_FOUND"
+    default_message = "Agent specification not found"
+
+
+class LLMAuthenticationMissing(ServiceError):
+    msg_id = "STATUS$ERROR_LLM_AUTHENTICATION"
+    default_message = "Error authenticating with the LLM provider. Please check your API key"
+
+
+class RepositoryNotAllowed(ServiceError):
+    msg_id = "STATUS$GIT_REPOSITORY_NOT_ALLOWED"
+    default_message = "Repository URL is not allowed"
+
+
+class RepositoryNotAccessible(ServiceError):
+    msg_id = "STATUS$GIT_PROVIDER_AUTHENTICATION_ERROR"
+    default_message = "Unable to verify access to the repository"
+
+
+class InvalidBranchName(ServiceError):
+    msg_id = "STATUS$GIT_INVALID_BRANCH_NAME"
+    default_message = "Invalid branch name"
+
+
+class BranchNotFound(ServiceError):
+    msg_id = "STATUS$GIT_BRANCH_NOT_FOUND"
+    default_message = "Branch not found in repository"
+
+
+class ConversationNotFound(ServiceError):
+    status_code = 404
+    msg_id = "CONVERSATION$NOT_FOUND"
+    default_message = "Conversation not found"
+
+
+class ConcurrencyLimitReached(ServiceError):
+    status_code = 429
+    msg_id = "CONCURRENCY_LIMIT_REACHED"
+    default_message = "Too many active conversations"
+
+
+class IdempotencyConflict(ServiceError):
+    status_code = 409
+    msg_id = "ERROR$IDEMPOTENCY_KEY_REUSED"
+    default_message = "This Idempotency-Key was already used with a different request body"
+
+
+class RequestInProgress(ServiceError):
+    status_code = 409
+    msg_id = "ERROR$REQUEST_IN_PROGRESS"
+    default_message = "A request with this Idempotency-Key is still in progress; retry shortly"
+
+
+class ConversationConflict(ServiceError):
+    """Transient write contention that did not settle within the retry budget."""
+
+    status_code = 503
+    msg_id = "ERROR$TRY_AGAIN"
+    default_message = "The service is busy; retry shortly"
+
+
+class InternalError(ServiceError):
+    status_code = 500
+    msg_id = "STATUS$ERROR"
+    default_message = "Failed to start conversation"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    msg_id = "ERROR$UNAUTHORIZED"
+    default_message = "Missing or invalid API key"

@@ -1,0 +1,49 @@
+"""Builds the services from configuration, once per process (Lambda reuses them warm)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from conversation_service.config import get_config
+from conversation_service.dal.context_store import ContextStore
+from conversation_service.dal.conversations import ConversationStore
+from conversation_service.dal.idempotency import idempotency_store
+from conversation_service.dal.secrets import SecretBox
+from conversation_service.dal.users import UserStore
+from conversation_service.logic.conversations import ConversationService
+from conversation_service.logic.settings import SettingsService
+
+
+@lru_cache(maxsize=1)
+def user_store() -> UserStore:
+    config = get_config()
+    return UserStore(config.users_table, SecretBox(config.secrets_key_id))
+
+
+@lru_cache(maxsize=1)
+def conversation_store() -> ConversationStore:
+    config = get_config()
+    return ConversationStore(config.conversations_table, config.users_table)
+
+
+@lru_cache(maxsize=1)
+def conversation_service() -> ConversationService:
+    config = get_config()
+    return ConversationService(
+        config,
+        conversation_store(),
+        user_store(),
+        ContextStore(config.context_bucket),
+        idempotency_store(config.idempotency_table),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings_service() -> SettingsService:
+    return SettingsService(get_config(), user_store())
+
+
+def reset() -> None:
+    """Forget the built services (tests change the environment between cases)."""
+    for factory in (user_store, conversation_store, conversation_service, settings_service, get_config):
+        factory.cache_clear()
