@@ -51,7 +51,6 @@ def _user_id() -> str:
 
 
 @app.post("/api/conversations", summary="Create a conversation", responses=_CREATE_ERRORS)
-@tracer.capture_method
 def create_conversation(
     request: CreateConversationRequest,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,

@@ -9,6 +9,7 @@ import json
 import os
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -48,6 +49,19 @@ class ServiceConfig(BaseModel):
     default_runtime: str = "fargate"
     default_sandbox_image: str = "ghcr.io/all-hands-ai/runtime:latest"
     idempotency_ttl_seconds: int = 86400
+    setup_script_timeout_seconds: int = 600
+    sandbox_start_timeout_seconds: int = 1800
+    # MCP servers every conversation gets, added after the request's (or the user's) own.
+    default_mcp_config: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    # Sandbox launch (ECS Fargate).
+    sandbox_cluster_arn: str = ""
+    sandbox_task_definition_arn: str = ""
+    sandbox_container_name: str = "sandbox"
+    sandbox_subnet_ids: list[str] = Field(default_factory=list)
+    sandbox_security_group_ids: list[str] = Field(default_factory=list)
+    sandbox_assign_public_ip: bool = False
+    sandbox_api_url: str = ""
     # The local stack runs as one user without keys, as OpenHands does on a laptop.
     local_user_id: str | None = None
 
@@ -58,7 +72,14 @@ class ServiceConfig(BaseModel):
             return {**DEFAULT_PROVIDER_HOSTS, **json.loads(value)} if value else DEFAULT_PROVIDER_HOSTS
         return value
 
-    @field_validator("git_extra_hosts", mode="before")
+    @field_validator("default_mcp_config", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("git_extra_hosts", "sandbox_subnet_ids", "sandbox_security_group_ids", mode="before")
     @classmethod
     def _parse_extra_hosts(cls, value: object) -> object:
         if isinstance(value, str):

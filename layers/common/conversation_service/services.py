@@ -11,7 +11,11 @@ from conversation_service.dal.idempotency import idempotency_store
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
 from conversation_service.logic.conversations import ConversationService
+from conversation_service.dal.sandboxes import SandboxFleet
+from conversation_service.dal.workflow import WorkflowEngine
+from conversation_service.logic.sandbox_channel import SandboxChannel
 from conversation_service.logic.settings import SettingsService
+from conversation_service.logic.workflow import CreationWorkflow
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +47,40 @@ def settings_service() -> SettingsService:
     return SettingsService(get_config(), user_store())
 
 
+@lru_cache(maxsize=1)
+def creation_workflow() -> CreationWorkflow:
+    config = get_config()
+    return CreationWorkflow(
+        config,
+        conversation_store(),
+        user_store(),
+        ContextStore(config.context_bucket),
+        SandboxFleet(config),
+        WorkflowEngine(config.state_machine_arn),
+    )
+
+
+@lru_cache(maxsize=1)
+def sandbox_channel() -> SandboxChannel:
+    config = get_config()
+    return SandboxChannel(
+        conversation_store(),
+        user_store(),
+        ContextStore(config.context_bucket),
+        SecretBox(config.secrets_key_id),
+        WorkflowEngine(config.state_machine_arn),
+    )
+
+
 def reset() -> None:
     """Forget the built services (tests change the environment between cases)."""
-    for factory in (user_store, conversation_store, conversation_service, settings_service, get_config):
+    for factory in (
+        user_store,
+        conversation_store,
+        conversation_service,
+        settings_service,
+        creation_workflow,
+        sandbox_channel,
+        get_config,
+    ):
         factory.cache_clear()

@@ -189,6 +189,29 @@ class ConversationStore:
             condition_values={":starting": {"S": "STARTING"}},
         )
 
+    def update_starting(self, conversation_id: str, **fields: Any) -> bool:
+        """Set fields on a conversation that is still STARTING (False if it is not)."""
+        return self._update_if(
+            conversation_id,
+            None,
+            None,
+            fields,
+            condition="conversation_status = :starting",
+            condition_values={":starting": {"S": "STARTING"}},
+        )
+
+    def claim_context_delivery(self, conversation_id: str, sealed_session_api_key: str) -> bool:
+        """The sandbox gets its context (with secrets) once: the first claim wins."""
+        return self._update_if(
+            conversation_id,
+            None,
+            None,
+            {"context_delivered": True, "sealed_session_api_key": sealed_session_api_key},
+            condition="conversation_status = :starting AND (attribute_not_exists(context_delivered) "
+            "OR context_delivered = :false)",
+            condition_values={":starting": {"S": "STARTING"}, ":false": {"BOOL": False}},
+        )
+
     def mark_running(self, conversation_id: str, *, at: str, last_active_at: int, **fields: Any) -> bool:
         fields = {**fields, "conversation_status": ConversationStatus.RUNNING.value, "last_active_at": last_active_at}
         return self._update_if(
@@ -203,26 +226,30 @@ class ConversationStore:
     def _update_if(
         self,
         conversation_id: str,
-        phase: str,
-        at: str,
+        phase: str | None,
+        at: str | None,
         fields: dict[str, Any],
         *,
         condition: str,
         condition_values: dict[str, Any],
     ) -> bool:
-        values: dict[str, Any] = {
-            ":phase": to_attribute(phase),
-            ":at": to_attribute(at),
-            ":entry": to_attribute([TimelineEntry(phase=phase, at=at).model_dump()]),
-            ":empty": {"L": []},
-            **condition_values,
-        }
+        values: dict[str, Any] = dict(condition_values)
         names: dict[str, str] = {}
-        sets = [
-            "runtime_status = :phase",
-            "updated_at = :at",
-            "timeline = list_append(if_not_exists(timeline, :empty), :entry)",
-        ]
+        sets: list[str] = []
+        if phase is not None and at is not None:
+            values.update(
+                {
+                    ":phase": to_attribute(phase),
+                    ":at": to_attribute(at),
+                    ":entry": to_attribute([TimelineEntry(phase=phase, at=at).model_dump()]),
+                    ":empty": {"L": []},
+                }
+            )
+            sets += [
+                "runtime_status = :phase",
+                "updated_at = :at",
+                "timeline = list_append(if_not_exists(timeline, :empty), :entry)",
+            ]
         for index, (name, value) in enumerate(fields.items()):
             if value is None:
                 continue

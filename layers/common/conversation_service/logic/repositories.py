@@ -48,6 +48,11 @@ Resolver = Callable[[str], Iterable[str]]
 RefsReader = Callable[..., RemoteRefs]
 
 
+def provider_username(git_provider: str) -> str:
+    """The user name that goes with a provider token over https."""
+    return _PROVIDER_USERNAMES.get(git_provider, "git")
+
+
 @dataclass(frozen=True)
 class RepositoryLocation:
     clone_url: str
@@ -180,7 +185,7 @@ class RepositoryVerifier:
         try:
             refs = self._read_refs(
                 location.clone_url,
-                username=_PROVIDER_USERNAMES.get(location.git_provider, "git"),
+                username=provider_username(location.git_provider),
                 password=token,
                 timeout=self._timeout,
             )

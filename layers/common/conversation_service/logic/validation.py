@@ -46,8 +46,9 @@ def branch_name_problem(name: str) -> str | None:
         return f"it contains the character {match.group()!r}"
     if name.startswith("-"):
         return "it starts with '-'"
-    if name == "@":
-        return "it is '@'"
+    # git refuses refs/heads/HEAD; a lone "@" is fine under refs/heads/ (only the full refname "@" is not).
+    if name == "HEAD":
+        return "it is 'HEAD'"
     if "@{" in name:
         return "it contains '@{'"
     if ".." in name:

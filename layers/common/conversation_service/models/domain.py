@@ -65,6 +65,7 @@ class UserSettings(BaseModel):
     """A user's stored settings. Secrets stay sealed (KMS) until a caller opens them."""
 
     user_id: str
+    mcp_config: dict[str, Any] | None = None
     agent: str | None = None
     max_iterations: int | None = None
     confirmation_mode: bool | None = None
@@ -133,6 +134,13 @@ class Conversation(BaseModel):
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)
+    workspace_dir: str | None = None
+    # Workflow plumbing, never shown to users.
+    context_key: str | None = None
+    task_token: str | None = Field(default=None, repr=False)
+    sandbox_token_hash: str | None = Field(default=None, repr=False)
+    context_delivered: bool = False
+    sealed_session_api_key: str | None = Field(default=None, repr=False)
 
     @property
     def is_active(self) -> bool:

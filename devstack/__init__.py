@@ -1,0 +1,1 @@
+"""The local stack: AWS resources from template.yaml on moto, the real handlers, a local Fargate."""

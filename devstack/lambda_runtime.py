@@ -1,0 +1,134 @@
+"""Runs our real Lambda handlers in this process, wherever AWS would invoke them.
+
+moto's Step Functions engine invokes Lambda through the Lambda API; with
+`{"lambda": {"use_docker": False}}` moto answers from `LambdaSimpleBackend.invoke`, a
+canned payload. `install_into_moto` replaces that method so each invocation runs the real
+handler named in template.yaml and answers as Lambda does: the handler's result, or an
+`Unhandled` function error carrying the exception's type (which the ASL Catch/Retry match).
+That is a moto internal: moto is pinned, and tests/integration/test_lambda_runtime.py fails
+loudly if it moves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from devstack.template_resources import ROOT, FunctionSpec, StackResources
+
+LAYER_PATH = ROOT / "layers" / "common"
+_log = logging.getLogger("devstack.lambda")
+
+
+@dataclass
+class LocalLambdaContext:
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+    function_version: str = "$LATEST"
+    timeout_seconds: int = 30
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_seconds * 1000
+
+
+class FunctionError(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def union_environment(resources: StackResources) -> dict[str, str]:
+    """Every function's variables together: one process runs them all locally.
+
+    Safe because no two functions give one variable different values
+    (tests/integration/test_lambda_runtime.py checks it).
+    """
+    merged: dict[str, str] = {}
+    for spec in resources.functions.values():
+        merged.update(spec.environment)
+    return merged
+
+
+class LocalLambdaRuntime:
+    def __init__(self, resources: StackResources, on_invoke: Callable[[str, Any], None] | None = None) -> None:
+        self._resources = resources
+        self._by_name: dict[str, FunctionSpec] = {}
+        for spec in resources.functions.values():
+            self._by_name[spec.name] = spec
+            self._by_name[spec.arn] = spec
+            self._by_name[spec.logical_id] = spec
+        self._modules: dict[str, ModuleType] = {}
+        self._lock = threading.Lock()
+        self._on_invoke = on_invoke
+        if str(LAYER_PATH) not in sys.path:
+            sys.path.insert(0, str(LAYER_PATH))
+
+    def spec(self, name_or_arn: str) -> FunctionSpec:
+        name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0] if ":function:" in name_or_arn else name_or_arn
+        return self._by_name.get(name_or_arn) or self._by_name[name]
+
+    def handler(self, name_or_arn: str) -> Callable[[Any, Any], Any]:
+        spec = self.spec(name_or_arn)
+        module_name, function_name = spec.handler.rsplit(".", 1)
+        with self._lock:
+            module = self._modules.get(spec.logical_id)
+            if module is None:
+                path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
+                import_spec = importlib.util.spec_from_file_location(f"lambda_{spec.logical_id}", path)
+                assert import_spec and import_spec.loader
+                module = importlib.util.module_from_spec(import_spec)
+                sys.modules[import_spec.name] = module
+                import_spec.loader.exec_module(module)
+                self._modules[spec.logical_id] = module
+        handler: Callable[[Any, Any], Any] = getattr(module, function_name)
+        return handler
+
+    def invoke(self, name_or_arn: str, event: Any) -> Any:
+        """Run the function; raise FunctionError as Lambda would report an unhandled error."""
+        spec = self.spec(name_or_arn)
+        if self._on_invoke:
+            self._on_invoke(spec.logical_id, event)
+        context = LocalLambdaContext(spec.name, spec.arn, timeout_seconds=spec.timeout)
+        try:
+            return self.handler(spec.logical_id)(event, context)
+        except Exception as error:  # noqa: BLE001 - Lambda reports every unhandled error
+            _log.warning("%s raised %s", spec.logical_id, type(error).__name__, exc_info=True)
+            raise FunctionError(type(error).__name__, str(error)) from error
+
+    def install_into_moto(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        runtime = self
+
+        def invoke(
+            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+        ) -> bytes:
+            event = json.loads(body) if body else {}
+            try:
+                result = runtime.invoke(function_name, event)
+            except FunctionError as error:
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps({"errorType": error.error_type, "errorMessage": str(error)}).encode()
+            return json.dumps(result).encode()
+
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
+
+
+def apply_environment(resources: StackResources, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    environment = {**union_environment(resources), **(overrides or {})}
+    os.environ.update(environment)
+    return environment

@@ -1,0 +1,335 @@
+"""Creates the stack's resources on whatever AWS endpoint boto3 points at (moto), from
+`template.yaml` itself, so tests and `make dev` never describe a table or a queue twice.
+
+Only the intrinsics the template uses are resolved: Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::If.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = ROOT / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    return dict(cfn_yaml.load(str(path)))
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    code_dir: Path
+    handler: str
+    timeout: int
+    environment: dict[str, str]
+
+
+@dataclass
+class StackResources:
+    stack_name: str
+    parameters: dict[str, str]
+    physical: dict[str, str] = field(default_factory=dict)  # logical id -> Ref value
+    attributes: dict[str, str] = field(default_factory=dict)  # "Logical.Attr" -> value
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    list_parameters: frozenset[str] = frozenset()
+
+    def ref(self, logical_id: str) -> Any:
+        if logical_id in self.parameters:
+            value = self.parameters[logical_id]
+            return value.split(",") if logical_id in self.list_parameters and value else value
+        pseudo = {
+            "AWS::StackName": self.stack_name,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        if logical_id in pseudo:
+            return pseudo[logical_id]
+        return self.physical[logical_id]
+
+
+class TemplateResolver:
+    def __init__(self, template: dict[str, Any], resources: StackResources) -> None:
+        self._template = template
+        self._resources = resources
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1:
+            (key, argument), = value.items()
+            if key == "Ref":
+                return self._resources.ref(argument)
+            if key == "Fn::GetAtt":
+                logical, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+                return self._resources.attributes[f"{logical}.{attribute}"]
+            if key == "Fn::Sub":
+                return self._sub(argument)
+            if key == "Fn::Join":
+                separator, items = argument
+                resolved = self.resolve(items)
+                resolved = resolved if isinstance(resolved, list) else [resolved]
+                flat = [str(x) for item in resolved for x in (item if isinstance(item, list) else [item])]
+                return separator.join(flat)
+            if key == "Fn::If":
+                condition, when_true, when_false = argument
+                return self.resolve(when_true if self._condition(condition) else when_false)
+        if isinstance(value, dict):
+            return {key: self.resolve(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        return value
+
+    def _condition(self, name: str) -> bool:
+        condition = self._template.get("Conditions", {})[name]
+        (key, argument), = condition.items()
+        if key == "Fn::Equals":
+            left, right = (self.resolve(item) for item in argument)
+            return bool(left == right)
+        raise NotImplementedError(key)
+
+    def _sub(self, argument: Any) -> str:
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if "." in name:
+                return str(self._resources.attributes[name])
+            return str(self._resources.ref(name))
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+
+
+def _parameters(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    values.update(overrides)
+    return values
+
+
+def _resource_name(stack_name: str, logical_id: str) -> str:
+    return f"{stack_name}-{logical_id}"
+
+
+def provision(
+    stack_name: str = "local",
+    parameter_overrides: dict[str, str] | None = None,
+    *,
+    session: boto3.Session | None = None,
+) -> StackResources:
+    """Create every data, queue, key, cluster and workflow resource of the template."""
+    session = session or boto3.Session(region_name=REGION)
+    template = load_template()
+    resources = StackResources(stack_name, _parameters(template, parameter_overrides or {}))
+    resources.list_parameters = frozenset(
+        name for name, spec in template.get("Parameters", {}).items() if spec.get("Type") == "CommaDelimitedList"
+    )
+    if not resources.parameters.get("SandboxSubnetIds"):
+        subnet, security_group = _create_sandbox_network(session)
+        resources.parameters["SandboxSubnetIds"] = subnet
+        resources.parameters["SandboxSecurityGroupIds"] = security_group
+    resolver = TemplateResolver(template, resources)
+    definitions = template["Resources"]
+    _name_functions(definitions, resources)
+    creators = {
+        "AWS::KMS::Key": _create_kms_key,
+        "AWS::DynamoDB::Table": _create_table,
+        "AWS::S3::Bucket": _create_bucket,
+        "AWS::SQS::Queue": _create_queue,
+        "AWS::ECS::Cluster": _create_cluster,
+        "AWS::IAM::Role": _create_role_arn,
+        "AWS::Logs::LogGroup": _create_log_group,
+    }
+    for logical_id, spec in definitions.items():
+        creator = creators.get(spec["Type"])
+        if creator:
+            creator(session, logical_id, spec.get("Properties", {}), resources, resolver)
+    # Resources whose properties refer to the ones above.
+    for logical_id, spec in definitions.items():
+        if spec["Type"] == "AWS::ECS::TaskDefinition":
+            _create_task_definition(session, logical_id, spec["Properties"], resources, resolver)
+        if spec["Type"] == "AWS::Serverless::Api":
+            api_id = "localapi"
+            resources.physical[logical_id] = api_id
+    for logical_id, spec in definitions.items():
+        if spec["Type"] == "AWS::Serverless::StateMachine":
+            _create_state_machine(session, logical_id, spec["Properties"], resources, resolver)
+    _resolve_function_environments(template, resources, resolver)
+    return resources
+
+
+def _create_sandbox_network(session: Any) -> tuple[str, str]:
+    """The VPC the operator would pass as parameters: one subnet, one egress-only group."""
+    ec2 = session.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="sandbox", Description="sandbox tasks", VpcId=vpc)["GroupId"]
+    return subnet, group
+
+
+def _name_functions(definitions: dict[str, Any], resources: StackResources) -> None:
+    for logical_id, spec in definitions.items():
+        if spec["Type"] != "AWS::Serverless::Function":
+            continue
+        name = _resource_name(resources.stack_name, logical_id)
+        arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+        resources.physical[logical_id] = name
+        resources.attributes[f"{logical_id}.Arn"] = arn
+
+
+def _resolve_function_environments(
+    template: dict[str, Any], resources: StackResources, resolver: TemplateResolver
+) -> None:
+    globals_ = template.get("Globals", {}).get("Function", {})
+    global_env = globals_.get("Environment", {}).get("Variables", {})
+    for logical_id, spec in template["Resources"].items():
+        if spec["Type"] != "AWS::Serverless::Function":
+            continue
+        properties = spec["Properties"]
+        env_spec = {**global_env, **properties.get("Environment", {}).get("Variables", {})}
+        environment = {key: str(resolver.resolve(value)) for key, value in env_spec.items()}
+        handler_module, handler_function = properties["Handler"].rsplit(".", 1)
+        resources.functions[logical_id] = FunctionSpec(
+            logical_id=logical_id,
+            name=resources.physical[logical_id],
+            arn=resources.attributes[f"{logical_id}.Arn"],
+            code_dir=ROOT / properties["CodeUri"],
+            handler=f"{handler_module}.{handler_function}",
+            timeout=int(properties.get("Timeout", globals_.get("Timeout", 3))),
+            environment=environment,
+        )
+
+
+def _create_kms_key(session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, _: Any) -> None:
+    key = session.client("kms").create_key(Description=properties.get("Description", logical_id))["KeyMetadata"]
+    resources.physical[logical_id] = key["KeyId"]
+    resources.attributes[f"{logical_id}.Arn"] = key["Arn"]
+
+
+def _create_table(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, _: Any
+) -> None:
+    name = _resource_name(resources.stack_name, logical_id)
+    request: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": properties["AttributeDefinitions"],
+        "KeySchema": properties["KeySchema"],
+        "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if "GlobalSecondaryIndexes" in properties:
+        request["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+    if "StreamSpecification" in properties:
+        request["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": properties["StreamSpecification"]["StreamViewType"],
+        }
+    client = session.client("dynamodb")
+    table = client.create_table(**request)["TableDescription"]
+    if ttl := properties.get("TimeToLiveSpecification"):
+        client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+    resources.physical[logical_id] = name
+    resources.attributes[f"{logical_id}.Arn"] = table["TableArn"]
+    if "LatestStreamArn" in table:
+        resources.attributes[f"{logical_id}.StreamArn"] = table["LatestStreamArn"]
+
+
+def _create_bucket(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:
+    name = _resource_name(resources.stack_name, logical_id).lower()
+    session.client("s3").create_bucket(Bucket=name)
+    resources.physical[logical_id] = name
+    resources.attributes[f"{logical_id}.Arn"] = f"arn:aws:s3:::{name}"
+
+
+def _create_queue(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:
+    name = _resource_name(resources.stack_name, logical_id)
+    client = session.client("sqs")
+    url = client.create_queue(QueueName=name)["QueueUrl"]
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    resources.physical[logical_id] = url
+    resources.attributes[f"{logical_id}.Arn"] = arn
+    resources.attributes[f"{logical_id}.QueueName"] = name
+
+
+def _create_cluster(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:
+    name = _resource_name(resources.stack_name, logical_id)
+    cluster = session.client("ecs").create_cluster(clusterName=name)["cluster"]
+    resources.physical[logical_id] = name
+    resources.attributes[f"{logical_id}.Arn"] = cluster["clusterArn"]
+
+
+def _create_role_arn(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:
+    name = _resource_name(resources.stack_name, logical_id)
+    arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
+    resources.physical[logical_id] = name
+    resources.attributes[f"{logical_id}.Arn"] = arn
+
+
+def _create_log_group(session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: Any) -> None:
+    name = str(resolver.resolve(properties.get("LogGroupName", f"/local/{resources.stack_name}/{logical_id}")))
+    session.client("logs").create_log_group(logGroupName=name)
+    resources.physical[logical_id] = name
+    resources.attributes[f"{logical_id}.Arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*"
+
+
+def _create_task_definition(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: TemplateResolver
+) -> None:
+    resolved = resolver.resolve(properties)
+    containers = [
+        {
+            "name": container["Name"],
+            "image": container["Image"],
+            "essential": container.get("Essential", True),
+            "memory": int(container.get("Memory", resolved.get("Memory", 2048))),
+            "environment": [{"name": item["Name"], "value": str(item["Value"])} for item in container.get("Environment", [])],
+            "portMappings": [{"containerPort": int(port["ContainerPort"])} for port in container.get("PortMappings", [])],
+        }
+        for container in resolved["ContainerDefinitions"]
+    ]
+    family = _resource_name(resources.stack_name, logical_id)
+    definition = session.client("ecs").register_task_definition(
+        family=family,
+        networkMode=resolved.get("NetworkMode", "awsvpc"),
+        requiresCompatibilities=resolved.get("RequiresCompatibilities", ["FARGATE"]),
+        cpu=str(resolved.get("Cpu", "1024")),
+        memory=str(resolved.get("Memory", "2048")),
+        executionRoleArn=resolved.get("ExecutionRoleArn", ""),
+        taskRoleArn=resolved.get("TaskRoleArn", ""),
+        containerDefinitions=containers,
+    )["taskDefinition"]
+    resources.physical[logical_id] = definition["taskDefinitionArn"]
+
+
+def state_machine_definition(properties: dict[str, Any], resolver: TemplateResolver) -> str:
+    text = (ROOT / properties["DefinitionUri"]).read_text()
+    substitutions = {key: str(resolver.resolve(value)) for key, value in properties["DefinitionSubstitutions"].items()}
+    definition = re.sub(r"\$\{(\w+)\}", lambda match: substitutions[match.group(1)], text)
+    json.loads(definition)  # fail here, loudly, on a definition that is not JSON after substitution
+    return definition
+
+
+def _create_state_machine(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: TemplateResolver
+) -> None:
+    name = str(resolver.resolve(properties.get("Name", _resource_name(resources.stack_name, logical_id))))
+    arn = session.client("stepfunctions").create_state_machine(
+        name=name,
+        definition=state_machine_definition(properties, resolver),
+        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-role",
+        type=properties.get("Type", "STANDARD"),
+    )["stateMachineArn"]
+    resources.physical[logical_id] = arn
+    resources.attributes[f"{logical_id}.Name"] = name

@@ -1,0 +1,16 @@
+"""Workflow step 1: build the agent context (defaults <- settings <- request) into S3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from conversation_service.observability import logger, tracer
+from conversation_service.services import creation_workflow
+
+
+@logger.inject_lambda_context(correlation_id_path="conversation_id", log_event=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return creation_workflow().initialize_context(event["conversation_id"])

@@ -1,0 +1,137 @@
+"""The sandbox's side door (docs/sandbox-protocol.md).
+
+A sandbox proves which conversation it serves with `<conversation_id>.<secret>`; only the
+secret's SHA-256 is stored. The token opens that conversation's context once (the first
+fetch wins: a token seen later in a log cannot fetch secrets again) and its status reports.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from conversation_service.dal.context_store import ContextStore
+from conversation_service.dal.conversations import ConversationStore
+from conversation_service.dal.secrets import SecretBox
+from conversation_service.dal.users import UserStore
+from conversation_service.dal.workflow import WorkflowEngine, WorkflowNotWaiting
+from conversation_service.logic.clock import now_iso
+from conversation_service.logic.repositories import provider_username
+from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.logic.workflow import sandbox_token_hash
+from conversation_service.models.context import (
+    SANDBOX_ERROR_CODES,
+    SANDBOX_PHASES,
+    AgentContext,
+    SandboxContext,
+    SandboxEvent,
+    SandboxLLM,
+    SandboxReady,
+    SandboxRepository,
+)
+from conversation_service.models.domain import Conversation, ConversationStatus
+from conversation_service.models.errors import InvalidConversationId, InvalidRequest, ServiceError, Unauthorized
+
+
+class SandboxNoLongerWanted(ServiceError):
+    status_code = 409
+    msg_id = "SANDBOX$CONVERSATION_NOT_STARTING"
+    default_message = "This conversation is no longer starting; stop the sandbox"
+
+
+class SandboxChannel:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        users: UserStore,
+        context: ContextStore,
+        secret_box: SecretBox,
+        engine: WorkflowEngine,
+    ) -> None:
+        self._conversations = conversations
+        self._users = users
+        self._context = context
+        self._secret_box = secret_box
+        self._engine = engine
+
+    def authenticate(self, authorization: str | None) -> Conversation:
+        scheme, _, token = (authorization or "").partition(" ")
+        conversation_id, _, secret = token.partition(".")
+        if scheme.lower() != "bearer" or not secret or len(token) > 300:
+            raise Unauthorized("Missing or invalid sandbox token")
+        try:
+            validate_conversation_id(conversation_id)
+        except InvalidConversationId as error:
+            raise Unauthorized("Missing or invalid sandbox token") from error
+        conversation = self._conversations.get(conversation_id, consistent=True)
+        expected = conversation.sandbox_token_hash if conversation else None
+        if not expected or not hmac.compare_digest(expected, sandbox_token_hash(token)):
+            raise Unauthorized("Missing or invalid sandbox token")
+        assert conversation is not None
+        return conversation
+
+    def deliver_context(self, conversation: Conversation) -> SandboxContext:
+        if conversation.conversation_status != ConversationStatus.STARTING or not conversation.context_key:
+            raise SandboxNoLongerWanted()
+        session_api_key = secrets.token_urlsafe(32)
+        sealed = self._secret_box.seal({"session_api_key": session_api_key}, owner=conversation.user_id)
+        if not self._conversations.claim_context_delivery(conversation.conversation_id, sealed):
+            raise SandboxNoLongerWanted("The context of this conversation was already delivered")
+        context = AgentContext.model_validate(self._context.get_json(conversation.context_key))
+        settings = self._users.get_settings(conversation.user_id)
+        user_secrets = self._users.open_secrets(settings) if settings else None
+        repository = None
+        if context.repository:
+            repository = SandboxRepository(
+                clone_url=context.repository.clone_url,
+                name=context.repository.name,
+                branch=context.repository.branch,
+                commit=context.repository.commit,
+                username=provider_username(context.repository.git_provider),
+                password=user_secrets.provider_tokens.get(context.repository.git_provider) if user_secrets else None,
+            )
+        return SandboxContext(
+            conversation_id=conversation.conversation_id,
+            repository=repository,
+            workspace_branch=context.workspace_branch,
+            agent=context.agent,
+            llm=SandboxLLM(
+                model=context.llm.model,
+                api_key=user_secrets.llm_api_key if user_secrets else None,
+                base_url=context.llm.base_url,
+            ),
+            session_api_key=session_api_key,
+            first_message=context.first_message,
+            conversation_instructions=context.conversation_instructions,
+            mcp_config=context.mcp_config,
+            setup_script_timeout_seconds=context.runtime.setup_script_timeout_seconds,
+        )
+
+    def report(self, conversation: Conversation, event: SandboxEvent) -> None:
+        if conversation.conversation_status != ConversationStatus.STARTING or not conversation.task_token:
+            raise SandboxNoLongerWanted()
+        try:
+            self._handle(conversation, conversation.task_token, event)
+        except WorkflowNotWaiting as error:
+            raise SandboxNoLongerWanted() from error
+
+    def _handle(self, conversation: Conversation, task_token: str, event: SandboxEvent) -> None:
+        conversation_id = conversation.conversation_id
+        if event.type == "phase":
+            if event.phase not in SANDBOX_PHASES:
+                raise InvalidRequest(f"Unknown phase {event.phase!r}; expected one of {', '.join(SANDBOX_PHASES)}")
+            if not self._conversations.set_runtime_phase(conversation_id, event.phase, at=now_iso()):
+                raise SandboxNoLongerWanted()
+            self._engine.heartbeat(task_token)
+        elif event.type == "heartbeat":
+            self._engine.heartbeat(task_token)
+        elif event.type == "ready":
+            ready = SandboxReady.model_validate(event.model_dump(include=set(SandboxReady.model_fields)))
+            self._engine.succeed(task_token, ready.model_dump())
+        else:
+            code = event.error_code if event.error_code in SANDBOX_ERROR_CODES else "INTERNAL"
+            details = dict(event.details or {})
+            if isinstance(details.get("output_tail"), str):
+                details["output_tail"] = details["output_tail"][-4096:]
+            message = (event.message or f"The sandbox failed with {code}")[:1000]
+            self._engine.fail(task_token, code, {"message": message, "details": details})

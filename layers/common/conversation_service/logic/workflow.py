@@ -1,0 +1,275 @@
+"""The creation workflow's steps. Each records the conversation's phase before it acts.
+
+State machine: statemachine/create_conversation.asl.json
+  InitializeContext -> LaunchSandbox (waits for the sandbox's task token) -> MarkRunning
+  any failure -> RecordFailure (ERROR with a typed code, task stopped, slot freed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from conversation_service.config import ServiceConfig
+from conversation_service.dal.context_store import ContextStore
+from conversation_service.dal.conversations import ConversationStore
+from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed
+from conversation_service.dal.users import UserStore
+from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
+from conversation_service.logic.clock import now_epoch_ms, now_iso
+from conversation_service.logic.first_message import first_message
+from conversation_service.models.context import (
+    SANDBOX_ERROR_CODES,
+    AgentConfig,
+    AgentContext,
+    LLMConfig,
+    RepositoryConfig,
+    RuntimeConfig,
+    SandboxReady,
+)
+from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus
+from conversation_service.observability import logger
+
+
+class ConversationNotStarting(Exception):
+    """The conversation left STARTING (stopped or deleted) while the workflow ran."""
+
+
+class RetryableError(Exception):
+    """A transient failure the state machine retries (its Retry names this class)."""
+
+
+def sandbox_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _merge_mcp(primary: dict[str, Any] | None, defaults: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {key: list(value) for key, value in (primary or {}).items()}
+    for kind, servers in defaults.items():
+        present = {json.dumps(server, sort_keys=True) for server in merged.get(kind, [])}
+        merged[kind] = merged.get(kind, []) + [
+            server for server in servers if json.dumps(server, sort_keys=True) not in present
+        ]
+    return merged
+
+
+class CreationWorkflow:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        conversations: ConversationStore,
+        users: UserStore,
+        context: ContextStore,
+        fleet: SandboxFleet,
+        engine: WorkflowEngine,
+    ) -> None:
+        self._config = config
+        self._conversations = conversations
+        self._users = users
+        self._context = context
+        self._fleet = fleet
+        self._engine = engine
+
+    # -- the outbox: a new conversation item starts its workflow --------------------------
+    def start_for(self, conversation_id: str, user_id: str) -> None:
+        try:
+            self._engine.start(conversation_id, {"conversation_id": conversation_id})
+        except WorkflowStartRetryable:
+            raise
+        except WorkflowStartRefused as refused:
+            logger.error("workflow start refused", extra={"conversation_id": conversation_id, "code": str(refused)})
+            self._conversations.deactivate(
+                conversation_id,
+                user_id,
+                ConversationStatus.ERROR,
+                at=now_iso(),
+                error_code_value="INTERNAL",
+                error_message="The conversation's workflow could not be started; create the conversation again",
+            )
+
+    # -- step 1 ---------------------------------------------------------------------------
+    def initialize_context(self, conversation_id: str) -> dict[str, str]:
+        conversation = self._starting(conversation_id)
+        self._phase(conversation_id, RuntimeStatus.INITIALIZING_CONTEXT)
+        request = conversation.request
+        if conversation.request_s3_key:
+            request = self._context.get_json(conversation.request_s3_key)
+        settings = self._users.get_settings(conversation.user_id)
+        replay_key = None
+        if replay := request.get("replay_json"):
+            replay_key = self._context.put_json(
+                f"conversations/{conversation_id}/replay.json", {"replay_json": replay}
+            )
+        context = AgentContext(
+            conversation_id=conversation_id,
+            user_id=conversation.user_id,
+            title=conversation.title,
+            trigger=conversation.trigger,
+            agent=AgentConfig(
+                agent=conversation.agent,
+                max_iterations=conversation.max_iterations,
+                confirmation_mode=conversation.confirmation_mode,
+                security_analyzer=conversation.security_analyzer,
+            ),
+            llm=LLMConfig(model=conversation.llm_model, base_url=conversation.llm_base_url),
+            runtime=RuntimeConfig(
+                runtime=conversation.runtime,
+                image=conversation.sandbox_image,
+                setup_script_timeout_seconds=self._config.setup_script_timeout_seconds,
+                start_timeout_seconds=self._config.sandbox_start_timeout_seconds,
+            ),
+            repository=self._repository(conversation),
+            workspace_branch=(
+                f"openhands-workspace-{secrets.token_hex(4)}"
+                if conversation.repository and not conversation.branch_requested
+                else None
+            ),
+            conversation_instructions=request.get("conversation_instructions"),
+            mcp_config=_merge_mcp(
+                request.get("mcp_config") or (settings.mcp_config if settings else None),
+                self._config.default_mcp_config,
+            ),
+            first_message=first_message(request),
+            replay_key=replay_key,
+        )
+        key = self._context.put_json(f"conversations/{conversation_id}/context.json", context.model_dump(mode="json"))
+        self._conversations.update_starting(conversation_id, context_key=key)
+        return {"context_key": key}
+
+    @staticmethod
+    def _repository(conversation: Conversation) -> RepositoryConfig | None:
+        if not conversation.clone_url:
+            return None
+        return RepositoryConfig(
+            clone_url=conversation.clone_url,
+            display_name=conversation.repository or conversation.clone_url,
+            name=conversation.repository_name or "repository",
+            git_provider=conversation.git_provider or "github",
+            branch=conversation.selected_branch or "main",
+            commit=conversation.commit or "",
+        )
+
+    # -- step 2 ---------------------------------------------------------------------------
+    def launch_sandbox(self, conversation_id: str, task_token: str) -> dict[str, str]:
+        conversation = self._starting(conversation_id)
+        token = f"{conversation_id}.{secrets.token_urlsafe(32)}"
+        if not self._conversations.set_runtime_phase(
+            conversation_id,
+            RuntimeStatus.STARTING_RUNTIME.value,
+            at=now_iso(),
+            task_token=task_token,
+            sandbox_token_hash=sandbox_token_hash(token),
+            context_delivered=False,
+        ):
+            raise ConversationNotStarting(conversation_id)
+        environment = {
+            "CONVERSATION_ID": conversation_id,
+            "SANDBOX_API_URL": self._config.sandbox_api_url,
+            "SANDBOX_TOKEN": token,
+        }
+        task_arn = self._fleet.launch(conversation_id, conversation.user_id, environment)
+        if not self._conversations.update_starting(conversation_id, task_arn=task_arn):
+            self._fleet.stop(task_arn, "conversation closed while its sandbox was launching")
+            raise ConversationNotStarting(conversation_id)
+        return {"task_arn": task_arn}
+
+    # -- step 3 ---------------------------------------------------------------------------
+    def mark_running(self, conversation_id: str, sandbox: dict[str, Any]) -> dict[str, str]:
+        ready = SandboxReady.model_validate(sandbox)
+        conversation = self._conversations.get(conversation_id, consistent=True)
+        if conversation is None:
+            raise ConversationNotStarting(conversation_id)
+        running = self._conversations.mark_running(
+            conversation_id,
+            at=now_iso(),
+            last_active_at=now_epoch_ms(),
+            agent_server_url=ready.agent_server_url,
+            agent_conversation_id=ready.agent_conversation_id,
+            workspace_dir=ready.workspace_dir,
+            microagents=ready.microagents,
+        )
+        if not running:
+            if conversation.task_arn:
+                self._fleet.stop(conversation.task_arn, "conversation closed before its sandbox was ready")
+            current = self._conversations.get(conversation_id, consistent=True)
+            return {"conversation_status": current.conversation_status.value if current else "DELETED"}
+        return {"conversation_status": ConversationStatus.RUNNING.value}
+
+    # -- any failure ------------------------------------------------------------------------
+    def record_failure(self, conversation_id: str, error: dict[str, Any]) -> dict[str, str]:
+        conversation = self._conversations.get(conversation_id, consistent=True)
+        if conversation is None:
+            return {"error_code": "DELETED"}
+        code, message, details = self._classify(conversation, error)
+        if conversation.task_arn:
+            self._fleet.stop(conversation.task_arn, f"conversation failed: {code}")
+        closed = self._conversations.deactivate(
+            conversation_id,
+            conversation.user_id,
+            ConversationStatus.ERROR,
+            at=now_iso(),
+            error_code_value=code,
+            error_message=message,
+            error_details=details,
+        )
+        logger.info("conversation failed", extra={"conversation_id": conversation_id, "error_code": code, "closed": closed})
+        return {"error_code": code}
+
+    def _classify(self, conversation: Conversation, error: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
+        name = str(error.get("Error", ""))
+        cause = _parse_cause(error.get("Cause"))
+        phase = conversation.runtime_status
+        if name in SANDBOX_ERROR_CODES:
+            message = str(cause.get("message") or f"The sandbox failed during {phase}")
+            details = cause.get("details") if isinstance(cause.get("details"), dict) else None
+            return name, message, details
+        if name == "States.Timeout":
+            return (
+                "PHASE_TIMEOUT",
+                f"The sandbox did not become ready in time; it was still at {phase}. "
+                "A long setup script is the usual cause: shorten it or raise SandboxStartTimeoutSeconds.",
+                {"phase": phase},
+            )
+        if name == "States.HeartbeatTimeout":
+            return (
+                "PHASE_TIMEOUT",
+                f"The sandbox stopped reporting during {phase}; it probably crashed or lost its network.",
+                {"phase": phase},
+            )
+        if name == "SandboxLaunchFailed":
+            return (
+                "SANDBOX_LAUNCH_FAILED",
+                f"The sandbox could not be launched ({cause.get('errorMessage', 'ECS refused the task')}); retry later.",
+                None,
+            )
+        if name == "ConversationNotStarting":
+            return "STOPPED", "The conversation was closed while it was starting", None
+        return "INTERNAL", "An internal error stopped the conversation from starting; create it again.", {"phase": phase}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _starting(self, conversation_id: str) -> Conversation:
+        conversation = self._conversations.get(conversation_id, consistent=True)
+        if conversation is None or conversation.conversation_status != ConversationStatus.STARTING:
+            raise ConversationNotStarting(conversation_id)
+        return conversation
+
+    def _phase(self, conversation_id: str, phase: RuntimeStatus) -> None:
+        if not self._conversations.set_runtime_phase(conversation_id, phase.value, at=now_iso()):
+            raise ConversationNotStarting(conversation_id)
+
+
+def _parse_cause(cause: Any) -> dict[str, Any]:
+    if isinstance(cause, dict):
+        return cause
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+        except json.JSONDecodeError:
+            return {"message": cause[:1000]}
+        return parsed if isinstance(parsed, dict) else {"message": str(parsed)[:1000]}
+    return {}
+
+
+__all__ = ["ConversationNotStarting", "CreationWorkflow", "RetryableError", "SandboxLaunchFailed"]

@@ -1,0 +1,135 @@
+"""The agent context a conversation starts with, and what crosses the sandbox channel."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AgentConfig(BaseModel):
+    agent: str
+    max_iterations: int
+    confirmation_mode: bool
+    security_analyzer: str | None = None
+
+
+class LLMConfig(BaseModel):
+    model: str
+    base_url: str | None = None
+
+
+class RuntimeConfig(BaseModel):
+    runtime: str
+    image: str
+    setup_script_timeout_seconds: int
+    start_timeout_seconds: int
+
+
+class RepositoryConfig(BaseModel):
+    clone_url: str
+    display_name: str
+    name: str
+    git_provider: str
+    branch: str
+    commit: str
+
+
+class FirstMessage(BaseModel):
+    text: str
+    image_urls: list[str] = Field(default_factory=list)
+
+
+class AgentContext(BaseModel):
+    """Defaults <- user settings <- request, for one conversation. Holds no secrets of ours;
+    kept in S3 (it can be large), referenced by key."""
+
+    conversation_id: str
+    user_id: str
+    title: str
+    trigger: str
+    agent: AgentConfig
+    llm: LLMConfig
+    runtime: RuntimeConfig
+    repository: RepositoryConfig | None = None
+    workspace_branch: str | None = None  # created when the user named no branch
+    conversation_instructions: str | None = None
+    mcp_config: dict[str, Any] = Field(default_factory=dict)
+    first_message: FirstMessage | None = None
+    replay_key: str | None = None
+
+
+# --- the sandbox channel (docs/sandbox-protocol.md) ----------------------------------------
+
+
+class SandboxRepository(BaseModel):
+    clone_url: str
+    name: str
+    branch: str
+    commit: str
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+
+
+class SandboxLLM(BaseModel):
+    model: str
+    api_key: str | None = Field(default=None, repr=False)
+    base_url: str | None = None
+
+
+class SandboxContext(BaseModel):
+    conversation_id: str
+    repository: SandboxRepository | None
+    workspace_branch: str | None
+    agent: AgentConfig
+    llm: SandboxLLM
+    session_api_key: str = Field(repr=False)
+    first_message: FirstMessage | None
+    conversation_instructions: str | None
+    mcp_config: dict[str, Any]
+    setup_script_timeout_seconds: int
+
+
+SANDBOX_PHASES = (
+    "STATUS$RUNTIME_STARTED",
+    "STATUS$SETTING_UP_WORKSPACE",
+    "STATUS$RUNNING_SETUP_SCRIPT",
+    "STATUS$SETTING_UP_GIT_HOOKS",
+    "STATUS$STARTING_AGENT_SERVER",
+)
+SANDBOX_ERROR_CODES = (
+    "REPO_AUTH_FAILED",
+    "REF_NOT_FOUND",
+    "CLONE_FAILED",
+    "SETUP_SCRIPT_FAILED",
+    "GIT_HOOKS_FAILED",
+    "RUNTIME_UNHEALTHY",
+    "INTERNAL",
+)
+
+
+class SandboxEvent(BaseModel):
+    """One report from a sandbox. Fields beyond `type` depend on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["phase", "heartbeat", "ready", "failed"]
+    phase: str | None = Field(default=None, max_length=100)
+    agent_server_url: str | None = Field(default=None, max_length=500)
+    agent_conversation_id: str | None = Field(default=None, max_length=200)
+    workspace_dir: str | None = Field(default=None, max_length=1000)
+    commit: str | None = Field(default=None, max_length=64)
+    microagents: list[str] = Field(default_factory=list, max_length=500)
+    error_code: str | None = Field(default=None, max_length=100)
+    message: str | None = Field(default=None, max_length=4000)
+    details: dict[str, Any] | None = None
+
+
+class SandboxReady(BaseModel):
+    """What a ready sandbox hands the workflow (task output: no secrets)."""
+
+    agent_server_url: str
+    agent_conversation_id: str
+    workspace_dir: str | None = None
+    commit: str | None = None
+    microagents: list[str] = Field(default_factory=list)
