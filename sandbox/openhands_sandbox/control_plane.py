@@ -1,0 +1,156 @@
+"""Client of the sandbox callback API: fetch the context, post events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from openhands_sandbox.errors import SandboxFailure
+from openhands_sandbox.http_client import http_request, open_http
+from openhands_sandbox.logs import Redactor, fields
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_SECONDS = 15.0
+DEFAULT_ATTEMPTS = 4
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+REJECTING_STATUSES = frozenset({401, 409})
+
+
+class Phase(StrEnum):
+    RUNTIME_STARTED = "STATUS$RUNTIME_STARTED"
+    SETTING_UP_WORKSPACE = "STATUS$SETTING_UP_WORKSPACE"
+    RUNNING_SETUP_SCRIPT = "STATUS$RUNNING_SETUP_SCRIPT"
+    SETTING_UP_GIT_HOOKS = "STATUS$SETTING_UP_GIT_HOOKS"
+    STARTING_AGENT_SERVER = "STATUS$STARTING_AGENT_SERVER"
+
+
+class ControlPlaneRejected(Exception):
+    """401 (token no longer valid) or 409 (conversation no longer starting): stop now."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"control plane answered {status}")
+        self.status = status
+
+
+class ControlPlaneUnavailable(Exception):
+    """The callback API could not be reached, or kept failing, or answered nonsense."""
+
+
+@dataclass(frozen=True)
+class ReadyReport:
+    agent_server_url: str
+    agent_conversation_id: str
+    workspace_dir: str
+    commit: str | None
+    microagents: list[str]
+
+
+class ControlPlaneClient:
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        redactor: Redactor,
+        *,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff_seconds: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._api_url = api_url.rstrip("/")
+        self._token = token
+        self._redactor = redactor
+        self._attempts = attempts
+        self._backoff_seconds = backoff_seconds
+        self._sleep = sleep
+
+    def fetch_context(self) -> Any:
+        return self._call("GET", "/v1/context", None, self._attempts)
+
+    def send_phase(self, phase: Phase) -> None:
+        self._send_event({"type": "phase", "phase": phase.value})
+
+    def send_heartbeat(self) -> None:
+        # One attempt: the next heartbeat is the retry.
+        self._send_event({"type": "heartbeat"}, attempts=1)
+
+    def send_ready(self, report: ReadyReport) -> None:
+        self._send_event(
+            {
+                "type": "ready",
+                "agent_server_url": report.agent_server_url,
+                "agent_conversation_id": report.agent_conversation_id,
+                "workspace_dir": report.workspace_dir,
+                "commit": report.commit,
+                "microagents": report.microagents,
+            }
+        )
+
+    def send_failed(self, failure: SandboxFailure) -> None:
+        event = {
+            "type": "failed",
+            "error_code": failure.code.value,
+            "message": failure.message,
+            "details": failure.details,
+        }
+        self._send_event(self._redactor.redact_value(event))
+
+    def _send_event(self, event: dict[str, Any], *, attempts: int | None = None) -> None:
+        self._call("POST", "/v1/events", event, attempts or self._attempts)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, attempts: int) -> Any:
+        last_problem = "no attempt made"
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._request_once(method, path, body)
+            except _RetryableProblem as problem:
+                last_problem = str(problem)
+                log.warning(
+                    "control plane call failed",
+                    extra=fields(method=method, path=path, attempt=attempt, problem=last_problem),
+                )
+            if attempt < attempts:
+                self._sleep(self._backoff_seconds * 2 ** (attempt - 1))
+        raise ControlPlaneUnavailable(f"{method} {path} failed: {last_problem}")
+
+    def _request_once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = http_request(
+            self._api_url + path,
+            body=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Accept": "application/json",
+                **({"Content-Type": "application/json"} if data is not None else {}),
+            },
+        )
+        try:
+            with open_http(request, REQUEST_TIMEOUT_SECONDS) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            raise _problem_for_status(error.code, method, path) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            raise _RetryableProblem(f"cannot reach the callback API: {error}") from None
+        try:
+            return json.loads(payload) if payload else None
+        except json.JSONDecodeError:
+            raise ControlPlaneUnavailable(f"{method} {path} answered with non-JSON") from None
+
+
+class _RetryableProblem(Exception):
+    pass
+
+
+def _problem_for_status(status: int, method: str, path: str) -> Exception:
+    if status in REJECTING_STATUSES:
+        return ControlPlaneRejected(status)
+    if status in RETRYABLE_STATUSES:
+        return _RetryableProblem(f"HTTP {status}")
+    return ControlPlaneUnavailable(f"{method} {path} answered HTTP {status}")

@@ -1,0 +1,44 @@
+"""Fixtures for the sandbox bootstrap tests; puts ``sandbox/`` on ``sys.path``."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SANDBOX_DIR = Path(__file__).resolve().parents[2] / "sandbox"
+if str(SANDBOX_DIR) not in sys.path:
+    sys.path.insert(0, str(SANDBOX_DIR))
+
+from sandbox_harness import Secrets, processes_inside  # noqa: E402
+
+
+@pytest.fixture
+def sandbox_secrets() -> Secrets:
+    return Secrets(
+        token="tok_" + secrets.token_hex(16),
+        llm_key="sk-llm-" + secrets.token_hex(16),
+        git_password="ghp_" + secrets.token_hex(16),
+        session_key="sess_" + secrets.token_hex(16),
+    )
+
+
+@pytest.fixture
+def conversation_id() -> str:
+    return secrets.token_hex(16)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(tmp_path: Path) -> Iterator[None]:
+    """Fail a test that leaves any process working inside its temporary directory."""
+    yield
+    deadline = time.monotonic() + 5
+    leftovers = processes_inside(tmp_path)
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.1)
+        leftovers = processes_inside(tmp_path)
+    assert not leftovers, f"processes left running: {leftovers}"

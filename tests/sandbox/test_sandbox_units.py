@@ -1,0 +1,164 @@
+"""Pieces of the bootstrap that are cheaper to check on their own."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openhands_sandbox.agent_server import advertised_url, start_conversation_request
+from openhands_sandbox.context import ContextError, ConversationContext
+from openhands_sandbox.control_plane import ControlPlaneClient, ControlPlaneRejected, Phase
+from openhands_sandbox.logs import Redactor
+from openhands_sandbox.processes import clean_environment
+from sandbox_harness import Secrets, make_context
+
+
+@contextmanager
+def serving(statuses: list[int], body: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server answering each request with the next status (the last one repeats)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer()
+
+        def _answer(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            status = statuses[min(len(seen), len(statuses)) - 1]
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_redactor_masks_every_registered_secret_and_ignores_tiny_ones() -> None:
+    redactor = Redactor(["abc", "s3cr3t-value", None])
+    redactor.add(["s3cr3t-value-longer"])
+    assert redactor.redact("x s3cr3t-value-longer y s3cr3t-value abc") == "x *** y *** abc"
+    assert redactor.redact_value({"a": ["s3cr3t-value", 3]}) == {"a": ["***", 3]}
+
+
+def test_clean_environment_drops_credentials_and_any_value_holding_a_secret() -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "SANDBOX_TOKEN": "tok",
+        "SANDBOX_API_URL": "http://x",
+        "SESSION_API_KEY": "k",
+        "CARRIER": "prefix-the-llm-key-suffix",
+        "HOME": "/home/u",
+    }
+    assert clean_environment(["the-llm-key"], base) == {"PATH": "/usr/bin", "HOME": "/home/u"}
+
+
+def test_control_plane_calls_are_retried_on_5xx_but_not_on_409() -> None:
+    client_redactor = Redactor()
+    with serving([503, 200], {"status": "ok"}) as (url, seen):
+        client = ControlPlaneClient(url, "token", client_redactor, sleep=lambda _s: None)
+        client.send_phase(Phase.RUNTIME_STARTED)
+    assert seen == ["POST /v1/events", "POST /v1/events"]
+
+    with serving([409], {"error": "conflict"}) as (url, seen):
+        client = ControlPlaneClient(url, "token", client_redactor, sleep=lambda _s: None)
+        with pytest.raises(ControlPlaneRejected) as rejected:
+            client.send_phase(Phase.RUNTIME_STARTED)
+    assert rejected.value.status == 409
+    assert seen == ["POST /v1/events"]
+
+
+def test_the_advertised_url_comes_from_ecs_task_metadata_when_bound_to_all_interfaces() -> None:
+    metadata = {"Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.1.5"]}]}
+    with serving([200], metadata) as (metadata_uri, _):
+        environ = {"ECS_CONTAINER_METADATA_URI_V4": metadata_uri}
+        assert advertised_url("0.0.0.0", 8000, None, environ) == "http://10.0.1.5:8000"
+        assert advertised_url("0.0.0.0", 8000, "https://sbx.example/", environ) == "https://sbx.example"
+    assert advertised_url("127.0.0.1", 8123, None, {}) == "http://127.0.0.1:8123"
+
+
+@pytest.mark.parametrize(
+    ("confirmation_mode", "analyzer", "policy", "analyzer_kind"),
+    [
+        (False, None, "NeverConfirm", None),
+        (True, None, "AlwaysConfirm", None),
+        (True, "llm", "ConfirmRisky", "LLMSecurityAnalyzer"),
+    ],
+)
+def test_confirmation_settings_map_to_the_agent_server_policies(
+    sandbox_secrets: Secrets,
+    confirmation_mode: bool,
+    analyzer: str | None,
+    policy: str,
+    analyzer_kind: str | None,
+) -> None:
+    raw = make_context("ab" * 16, sandbox_secrets, repository=None)
+    raw["agent"].update({"confirmation_mode": confirmation_mode, "security_analyzer": analyzer})
+    body = start_conversation_request(ConversationContext.from_json(raw), Path("/workspace/project"))
+    assert body["confirmation_policy"] == {"kind": policy}
+    assert body.get("security_analyzer") == (analyzer_kind and {"kind": analyzer_kind})
+    assert body["agent_settings"]["llm"]["api_key"] == sandbox_secrets.llm_key
+    assert body["conversation_id"] == "abababab-abab-abab-abab-abababababab"
+
+
+@pytest.mark.parametrize(
+    ("repository_patch", "problem"),
+    [
+        ({"name": "../escape"}, "repository.name"),
+        ({"name": ".."}, "repository.name"),
+        ({"commit": "main"}, "repository.commit"),
+        ({"clone_url": None}, "repository.clone_url"),
+    ],
+)
+def test_a_malformed_context_is_refused(
+    sandbox_secrets: Secrets, repository_patch: dict[str, Any], problem: str
+) -> None:
+    repository = {
+        "clone_url": "https://example.com/o/r.git",
+        "name": "r",
+        "branch": "main",
+        "commit": "a" * 40,
+        "username": None,
+        "password": None,
+    }
+    raw = make_context("ab" * 16, sandbox_secrets, repository={**repository, **repository_patch})
+    with pytest.raises(ContextError, match=problem):
+        ConversationContext.from_json(raw)
+
+
+def test_context_reprs_hide_the_secrets(sandbox_secrets: Secrets) -> None:
+    repository = {
+        "clone_url": "https://example.com/o/r.git",
+        "name": "r",
+        "branch": "main",
+        "commit": "a" * 40,
+        "username": "x-access-token",
+        "password": sandbox_secrets.git_password,
+    }
+    context = ConversationContext.from_json(make_context("ab" * 16, sandbox_secrets, repository=repository))
+    assert sorted(context.secrets()) == sorted(
+        [sandbox_secrets.git_password, sandbox_secrets.llm_key, sandbox_secrets.session_key]
+    )
+    for secret in context.secrets():
+        assert secret not in repr(context)
