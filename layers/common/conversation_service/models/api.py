@@ -56,7 +56,7 @@ class CreateMicroagent(StrictModel):
 class MCPRemoteServer(StrictModel):
     name: str | None = Field(default=None, max_length=200)
     url: str = Field(min_length=1, max_length=2000)
-    api_key: str | None = Field(default=None, max_length=4000)
+    api_key: str | None = Field(default=None, max_length=4000, repr=False)
     timeout: int | None = Field(default=None, ge=1, le=3600)
 
 
@@ -64,7 +64,7 @@ class MCPStdioServer(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     command: str = Field(min_length=1, max_length=2000)
     args: list[str] = Field(default_factory=list, max_length=100)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
 class MCPConfig(StrictModel):
@@ -140,8 +140,9 @@ class SettingsUpdate(StrictModel):
     security_analyzer: str | None = Field(default=None, max_length=100)
     llm_model: str | None = Field(default=None, min_length=1, max_length=200)
     llm_base_url: str | None = Field(default=None, max_length=2000)
-    llm_api_key: str | None = Field(default=None, max_length=4000)
-    provider_tokens: dict[GitProviderField, str] | None = None
+    # repr=False: route arguments are logged at DEBUG (Powertools) and must not carry secrets.
+    llm_api_key: str | None = Field(default=None, max_length=4000, repr=False)
+    provider_tokens: dict[GitProviderField, str] | None = Field(default=None, repr=False)
     sandbox_base_container_image: str | None = Field(default=None, max_length=500)
 
 
