@@ -8,7 +8,6 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from conversation_service.config import get_config
 from conversation_service.http_errors import register_error_handlers
 from conversation_service.logic.identity import caller_user_id
@@ -30,16 +29,19 @@ app = APIGatewayRestResolver(enable_validation=True)
 app.enable_swagger(path="/api/docs", title=API_TITLE, version=API_VERSION)
 register_error_handlers(app)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+_ERRORS: dict[int, Any] = {
     400: {"description": "Invalid request (see msg_id)", "content": {"application/json": {"model": ErrorBody}}},
     401: {"description": "Missing or invalid API key", "content": {"application/json": {"model": ErrorBody}}},
     404: {"description": "Not found, or not yours", "content": {"application/json": {"model": ErrorBody}}},
     422: {"description": "Body does not match the schema", "content": {"application/json": {"model": ErrorBody}}},
     500: {"description": "Unexpected failure", "content": {"application/json": {"model": ErrorBody}}},
 }
-_CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+_CREATE_ERRORS: dict[int, Any] = {
     **_ERRORS,
-    409: {"description": "Idempotency-Key reused with another body", "content": {"application/json": {"model": ErrorBody}}},
+    409: {
+        "description": "Idempotency-Key reused with another body",
+        "content": {"application/json": {"model": ErrorBody}},
+    },
     429: {"description": "Concurrency limit (reject policy)", "content": {"application/json": {"model": ErrorBody}}},
 }
 
@@ -83,7 +85,8 @@ def openapi_document() -> dict[str, Any]:
 def openapi_schema() -> dict[str, Any]:
     import json
 
-    return json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))  # type: ignore[no-any-return]
+    schema: dict[str, Any] = json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
+    return schema
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)

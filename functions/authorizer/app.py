@@ -13,7 +13,6 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerTokenEvent,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from conversation_service.logic.identity import api_key_hash
 from conversation_service.observability import logger
 from conversation_service.services import user_store

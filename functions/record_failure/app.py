@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from conversation_service.observability import logger, tracer
 from conversation_service.services import creation_workflow
 

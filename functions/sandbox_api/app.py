@@ -6,7 +6,6 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from conversation_service.http_errors import register_error_handlers
 from conversation_service.models.context import SandboxContext, SandboxEvent
 from conversation_service.models.domain import Conversation

@@ -10,7 +10,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from conversation_service.observability import logger, tracer
 from conversation_service.services import creation_workflow
 
@@ -31,4 +30,6 @@ def start_workflow(record: DynamoDBRecord) -> None:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=start_workflow, processor=processor, context=context)
+    return dict(
+        process_partial_response(event=event, record_handler=start_workflow, processor=processor, context=context)
+    )

@@ -45,6 +45,8 @@ class ServiceConfig(BaseModel):
     git_timeout_seconds: float = 10.0
     # Only the local stack turns this on: loopback hosts, plain http/git and local paths.
     allow_local_repositories: bool = False
+    # Local stack only, like git's url.<base>.insteadOf: {"https://github.com/": "http://127.0.0.1:8765/"}.
+    git_url_rewrites: dict[str, str] = Field(default_factory=dict)
 
     default_runtime: str = "fargate"
     default_sandbox_image: str = "ghcr.io/all-hands-ai/runtime:latest"
@@ -72,7 +74,7 @@ class ServiceConfig(BaseModel):
             return {**DEFAULT_PROVIDER_HOSTS, **json.loads(value)} if value else DEFAULT_PROVIDER_HOSTS
         return value
 
-    @field_validator("default_mcp_config", mode="before")
+    @field_validator("default_mcp_config", "git_url_rewrites", mode="before")
     @classmethod
     def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):

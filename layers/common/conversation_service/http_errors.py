@@ -32,7 +32,10 @@ def error_response(
 
 def _validation_detail(errors: Any) -> list[dict[str, Any]]:
     # Only where and what: `input` may hold a secret (an API key in a settings body).
-    return [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")} for error in errors]
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in errors
+    ]
 
 
 def _summary(detail: list[dict[str, Any]]) -> str:

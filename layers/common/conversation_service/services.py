@@ -8,11 +8,11 @@ from conversation_service.config import get_config
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.idempotency import idempotency_store
+from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
-from conversation_service.logic.conversations import ConversationService
-from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.workflow import WorkflowEngine
+from conversation_service.logic.conversations import ConversationService
 from conversation_service.logic.sandbox_channel import SandboxChannel
 from conversation_service.logic.settings import SettingsService
 from conversation_service.logic.workflow import CreationWorkflow

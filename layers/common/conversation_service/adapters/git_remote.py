@@ -41,13 +41,14 @@ def _read_refs(url: str, username: str | None, password: str | None, timeout: fl
             kwargs["username"] = username or "git"
             kwargs["password"] = password
     client, path = get_transport_and_path(url, **kwargs)  # type: ignore[arg-type]
-    result = client.get_refs(path)
+    result = client.get_refs(path.encode() if isinstance(path, str) else path)
     branches = {
         name.decode()[len("refs/heads/") :]: sha.decode()
         for name, sha in result.refs.items()
         if name.startswith(b"refs/heads/") and sha is not None
     }
-    head_target = (result.symrefs or {}).get(b"HEAD")
+    symrefs: dict[bytes, bytes] = dict(result.symrefs or {})  # type: ignore[arg-type]
+    head_target = symrefs.get(b"HEAD")
     default_branch = None
     if head_target and head_target.startswith(b"refs/heads/"):
         default_branch = head_target.decode()[len("refs/heads/") :]

@@ -18,7 +18,7 @@ _deserializer = TypeDeserializer()
 
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CLIENT_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=_CLIENT_CONFIG)
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:

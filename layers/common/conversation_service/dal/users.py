@@ -44,9 +44,7 @@ class UserStore:
         settings.llm_api_key_set = bool(secrets.llm_api_key)
         settings.provider_tokens_set = sorted(secrets.provider_tokens)
         settings.sealed_secrets = self._secret_box.seal(secrets.model_dump(), owner=settings.user_id)
-        item = to_item(
-            {"pk": user_pk(settings.user_id), "sk": SETTINGS_SK, **settings.model_dump(exclude_none=True)}
-        )
+        item = to_item({"pk": user_pk(settings.user_id), "sk": SETTINGS_SK, **settings.model_dump(exclude_none=True)})
         client("dynamodb").put_item(TableName=self.table_name, Item=item)
 
     def active_count(self, user_id: str) -> int:

@@ -31,9 +31,9 @@ from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
 from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.models.api import (
+    ConversationView,
     CreateConversationRequest,
     CreateConversationResponse,
-    ConversationView,
 )
 from conversation_service.models.domain import (
     KNOWN_AGENTS,
@@ -151,7 +151,9 @@ class ConversationService:
             conversation_id=conversation.conversation_id, conversation_status=conversation.conversation_status
         )
 
-    def _check_repository(self, settings: UserSettings, request: CreateConversationRequest) -> ResolvedRepository | None:
+    def _check_repository(
+        self, settings: UserSettings, request: CreateConversationRequest
+    ) -> ResolvedRepository | None:
         repository = request.repository
         git_provider = request.git_provider
         if repository is None and request.suggested_task is not None:

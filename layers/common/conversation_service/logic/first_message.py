@@ -77,10 +77,11 @@ def first_message(request: dict[str, Any]) -> FirstMessage | None:
     if task := request.get("suggested_task"):
         return FirstMessage(text=suggested_task_prompt(SuggestedTask.model_validate(task)), image_urls=images)
     if microagent := request.get("create_microagent"):
-        return FirstMessage(text=create_microagent_prompt(CreateMicroagent.model_validate(microagent)), image_urls=images)
-    if replay := request.get("replay_json"):
-        if text := first_user_message_in_replay(replay):
-            return FirstMessage(text=text, image_urls=images)
+        return FirstMessage(
+            text=create_microagent_prompt(CreateMicroagent.model_validate(microagent)), image_urls=images
+        )
+    if (replay := request.get("replay_json")) and (text := first_user_message_in_replay(replay)):
+        return FirstMessage(text=text, image_urls=images)
     if images:
         return FirstMessage(text="", image_urls=images)
     return None

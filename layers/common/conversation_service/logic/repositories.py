@@ -63,7 +63,7 @@ class RepositoryLocation:
 
 def resolve_host_addresses(host: str) -> list[str]:
     try:
-        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
+        return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
     except OSError as error:
         raise RepositoryNotAccessible(f"Repository host {host!r} could not be resolved") from error
 
@@ -96,13 +96,31 @@ class RepositoryResolver:
 
     def locate(self, repository: str, git_provider: GitProvider | None) -> RepositoryLocation:
         repository = repository.strip()
-        if _SLUG.match(repository) and ".." not in repository.split("/"):
+        is_slug = bool(_SLUG.match(repository)) and ".." not in repository.split("/")
+        if self._config.allow_local_repositories:
+            if rewritten := self._rewritten(repository, git_provider, is_slug):
+                return rewritten
+            if repository.startswith("/") or repository.startswith("file://"):
+                return self._locate_local_path(repository)
+        if is_slug:
             return self._locate_slug(repository, git_provider)
-        if self._config.allow_local_repositories and (repository.startswith("/") or repository.startswith("file://")):
-            return self._locate_local_path(repository)
         return self._locate_url(repository, git_provider)
 
-    def _locate_slug(self, slug: str, git_provider: GitProvider | None) -> RepositoryLocation:
+    def _rewritten(self, repository: str, git_provider: GitProvider | None, is_slug: bool) -> RepositoryLocation | None:
+        """Local stack only: `url.<base>.insteadOf`-style rewrites (github.com -> the local git server)."""
+        canonical = self._slug_url(repository, git_provider) if is_slug else repository
+        for prefix, replacement in self._config.git_url_rewrites.items():
+            if canonical.startswith(prefix):
+                target = self._locate_url(replacement + canonical[len(prefix) :], git_provider)
+                original_host = (urlsplit(canonical).hostname or "").lower()
+                provider = git_provider.value if git_provider else self._provider_for_host(original_host)
+                display = repository.removesuffix(".git") if is_slug else canonical
+                if not is_slug and original_host == self._config.git_provider_hosts.get(provider):
+                    display = urlsplit(canonical).path.strip("/").removesuffix(".git")
+                return RepositoryLocation(target.clone_url, display, target.name, provider)
+        return None
+
+    def _slug_url(self, slug: str, git_provider: GitProvider | None) -> str:
         provider = (git_provider or GitProvider.GITHUB).value
         host = self._config.git_provider_hosts.get(provider)
         if host is None:
@@ -113,10 +131,13 @@ class RepositoryResolver:
             parts = slug.split("/")
             if len(parts) != 3:
                 raise RepositoryNotAllowed("Azure DevOps repositories are written organization/project/repository")
-            url = f"https://{host}/{parts[0]}/{parts[1]}/_git/{parts[2]}"
-        else:
-            url = f"https://{host}/{slug.removesuffix('.git')}.git"
-        self._check_host_addresses(host, allow_loopback=False)
+            return f"https://{host}/{parts[0]}/{parts[1]}/_git/{parts[2]}"
+        return f"https://{host}/{slug.removesuffix('.git')}.git"
+
+    def _locate_slug(self, slug: str, git_provider: GitProvider | None) -> RepositoryLocation:
+        provider = (git_provider or GitProvider.GITHUB).value
+        url = self._slug_url(slug, git_provider)
+        self._check_host_addresses((urlsplit(url).hostname or "").lower(), allow_loopback=False)
         return RepositoryLocation(url, slug.removesuffix(".git"), _repository_name(slug), provider)
 
     def _locate_local_path(self, repository: str) -> RepositoryLocation:

@@ -19,9 +19,7 @@ def validate_conversation_id(conversation_id: str) -> str:
     if not conversation_id:
         raise InvalidConversationId("Invalid conversation ID: it is empty")
     if len(conversation_id) > MAX_CONVERSATION_ID_LENGTH:
-        raise InvalidConversationId(
-            f"Invalid conversation ID: longer than {MAX_CONVERSATION_ID_LENGTH} characters"
-        )
+        raise InvalidConversationId(f"Invalid conversation ID: longer than {MAX_CONVERSATION_ID_LENGTH} characters")
     if "\x00" in conversation_id:
         raise InvalidConversationId("Invalid conversation ID: contains a null byte")
     if ".." in conversation_id or "/" in conversation_id or "\\" in conversation_id:

@@ -20,6 +20,7 @@ from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.first_message import first_message
+from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
 from conversation_service.models.context import (
     SANDBOX_ERROR_CODES,
     AgentConfig,
@@ -43,16 +44,6 @@ class RetryableError(Exception):
 
 def sandbox_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _merge_mcp(primary: dict[str, Any] | None, defaults: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    merged: dict[str, Any] = {key: list(value) for key, value in (primary or {}).items()}
-    for kind, servers in defaults.items():
-        present = {json.dumps(server, sort_keys=True) for server in merged.get(kind, [])}
-        merged[kind] = merged.get(kind, []) + [
-            server for server in servers if json.dumps(server, sort_keys=True) not in present
-        ]
-    return merged
 
 
 class CreationWorkflow:
@@ -99,9 +90,7 @@ class CreationWorkflow:
         settings = self._users.get_settings(conversation.user_id)
         replay_key = None
         if replay := request.get("replay_json"):
-            replay_key = self._context.put_json(
-                f"conversations/{conversation_id}/replay.json", {"replay_json": replay}
-            )
+            replay_key = self._context.put_json(f"conversations/{conversation_id}/replay.json", {"replay_json": replay})
         context = AgentContext(
             conversation_id=conversation_id,
             user_id=conversation.user_id,
@@ -127,9 +116,11 @@ class CreationWorkflow:
                 else None
             ),
             conversation_instructions=request.get("conversation_instructions"),
-            mcp_config=_merge_mcp(
-                request.get("mcp_config") or (settings.mcp_config if settings else None),
-                self._config.default_mcp_config,
+            mcp_config=to_agent_server_mcp(
+                merge_mcp_config(
+                    request.get("mcp_config") or (settings.mcp_config if settings else None),
+                    self._config.default_mcp_config,
+                )
             ),
             first_message=first_message(request),
             replay_key=replay_key,
@@ -214,7 +205,9 @@ class CreationWorkflow:
             error_message=message,
             error_details=details,
         )
-        logger.info("conversation failed", extra={"conversation_id": conversation_id, "error_code": code, "closed": closed})
+        logger.info(
+            "conversation failed", extra={"conversation_id": conversation_id, "error_code": code, "closed": closed}
+        )
         return {"error_code": code}
 
     def _classify(self, conversation: Conversation, error: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
@@ -241,12 +234,17 @@ class CreationWorkflow:
         if name == "SandboxLaunchFailed":
             return (
                 "SANDBOX_LAUNCH_FAILED",
-                f"The sandbox could not be launched ({cause.get('errorMessage', 'ECS refused the task')}); retry later.",
+                "The sandbox could not be launched "
+                f"({cause.get('errorMessage', 'ECS refused the task')}); retry later.",
                 None,
             )
         if name == "ConversationNotStarting":
             return "STOPPED", "The conversation was closed while it was starting", None
-        return "INTERNAL", "An internal error stopped the conversation from starting; create it again.", {"phase": phase}
+        return (
+            "INTERNAL",
+            "An internal error stopped the conversation from starting; create it again.",
+            {"phase": phase},
+        )
 
     # -- helpers ------------------------------------------------------------------------------
     def _starting(self, conversation_id: str) -> Conversation:

@@ -1,0 +1,80 @@
+# The documented commands. `make dev` and `make test` install what they need first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON313 ?= $(shell PYENV_VERSION=3.13.0 command -v python3.13 2>/dev/null || echo $$HOME/.pyenv/versions/3.13.0/bin/python3.13)
+VENV := .venv
+SAM_VENV := .venv-sam
+AGENT_VENV := .venv-agent
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+export PYENV_VERSION := 3.13.0
+
+.PHONY: help install dev test test-fast lint format openapi openapi-check sam-validate sam-build clean bench
+
+help:
+	@echo "make dev    - run the whole service locally on http://127.0.0.1:3000/api"
+	@echo "make test   - install, lint, check the template and OpenAPI, run every test"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - benchmarks (docs/performance.md)"
+
+$(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
+	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.txt
+	test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install -q -r requirements/sam.txt
+	touch $@
+
+# The sandbox runtime: the real openhands-agent-server, as the container image installs it.
+$(AGENT_VENV)/.installed: sandbox/requirements.txt
+	test -x $(AGENT_VENV)/bin/python || $(PYTHON313) -m venv $(AGENT_VENV)
+	$(AGENT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AGENT_VENV)/bin/python -m pip install -q -r sandbox/requirements.txt
+	touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(AGENT_VENV)/.installed
+
+dev: $(VENV)/.installed $(AGENT_VENV)/.installed
+	$(PY) -m devstack
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy layers/common/conversation_service functions devstack sandbox/openhands_sandbox scripts
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+openapi: $(VENV)/.installed
+	$(PY) scripts/openapi.py
+
+openapi-check: $(VENV)/.installed
+	$(PY) scripts/openapi.py --check
+
+sam-validate: $(SAM_VENV)/.installed
+	$(SAM) validate --lint
+	$(SAM) validate --region $(AWS_DEFAULT_REGION)
+
+sam-build: $(SAM_VENV)/.installed
+	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(SAM) build --parallel
+
+# pytest exits 5 when it collects nothing; say so loudly rather than fail the build on it.
+test: install lint openapi-check sam-validate sam-build
+	$(VENV)/bin/pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; rc=0; fi; exit $$rc
+
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests -m "not e2e and not agent_server"
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache
