@@ -23,7 +23,8 @@ BEARER = "bearer "
 @logger.inject_lambda_context(log_event=False)
 @event_source(data_class=APIGatewayAuthorizerTokenEvent)
 def lambda_handler(event: APIGatewayAuthorizerTokenEvent, context: LambdaContext) -> dict[str, Any]:
-    token = event.authorization_token or ""
+    # .get: an event without the token must be a 401 (Unauthorized), not a KeyError (a 500).
+    token = str(event.get("authorizationToken") or "")
     if not token.lower().startswith(BEARER) or len(token) > 512:
         raise Exception("Unauthorized")  # API Gateway answers 401 for exactly this message
     user_id = user_store().find_user_by_api_key_hash(api_key_hash(token[len(BEARER) :].strip()))
