@@ -10,10 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from conversation_service import services
 from conversation_service.dal import aws
+from moto import mock_aws
+
 from devstack.lambda_runtime import LocalLambdaRuntime, apply_environment
 from devstack.stream_pump import StreamPump
 from devstack.template_resources import StackResources, provision

@@ -134,4 +134,7 @@ class SandboxChannel:
             if isinstance(details.get("output_tail"), str):
                 details["output_tail"] = details["output_tail"][-4096:]
             message = (event.message or f"The sandbox failed with {code}")[:1000]
-            self._engine.fail(task_token, code, {"message": message, "details": details})
+            failure = {"error_code": code, "message": message, "details": details}
+            if not self._conversations.update_starting(conversation_id, sandbox_failure=failure):
+                raise SandboxNoLongerWanted()
+            self._engine.fail(task_token, code, {"message": message})

@@ -215,8 +215,11 @@ class CreationWorkflow:
         cause = _parse_cause(error.get("Cause"))
         phase = conversation.runtime_status
         if name in SANDBOX_ERROR_CODES:
-            message = str(cause.get("message") or f"The sandbox failed during {phase}")
-            details = cause.get("details") if isinstance(cause.get("details"), dict) else None
+            reported = conversation.sandbox_failure or {}
+            if reported.get("error_code") != name:
+                reported = {}
+            message = str(reported.get("message") or cause.get("message") or f"The sandbox failed during {phase}")
+            details = reported.get("details") if isinstance(reported.get("details"), dict) else None
             return name, message, details
         if name == "States.Timeout":
             return (

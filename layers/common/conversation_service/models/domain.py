@@ -140,6 +140,9 @@ class Conversation(BaseModel):
     task_token: str | None = Field(default=None, repr=False)
     sandbox_token_hash: str | None = Field(default=None, repr=False)
     context_delivered: bool = False
+    # What the sandbox reported when it failed: kept here, not in Step Functions history,
+    # since it carries the repository's own setup output.
+    sandbox_failure: dict[str, Any] | None = None
     sealed_session_api_key: str | None = Field(default=None, repr=False)
 
     @property

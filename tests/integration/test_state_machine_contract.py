@@ -1,0 +1,84 @@
+"""The ASL file and the template agree, and the state machine obeys the house rules:
+every Task has a Catch and a timeout, and statelint finds nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.template_resources import ROOT, load_template
+
+ASL_PATH = ROOT / "statemachine" / "create_conversation.asl.json"
+
+
+def _state_machine() -> dict[str, Any]:
+    resources = load_template()["Resources"]
+    return dict(resources["ConversationWorkflow"]["Properties"])
+
+
+def _substituted() -> dict[str, Any]:
+    text = ASL_PATH.read_text()
+    parameters = load_template()["Parameters"]
+    substitutions = _state_machine()["DefinitionSubstitutions"]
+    sample = {
+        key: str(parameters[value["Ref"]]["Default"])
+        if isinstance(value, dict) and "Ref" in value
+        else f"arn:aws:lambda:us-east-1:123456789012:function:{key}"
+        for key, value in substitutions.items()
+    }
+    return dict(json.loads(re.sub(r"\$\{(\w+)\}", lambda match: sample[match.group(1)], text)))
+
+
+def test_definition_uri_points_at_the_asl_file() -> None:
+    assert (ROOT / _state_machine()["DefinitionUri"]).resolve() == ASL_PATH.resolve()
+
+
+def test_every_placeholder_has_a_substitution_and_back() -> None:
+    placeholders = set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text()))
+    assert placeholders == set(_state_machine()["DefinitionSubstitutions"])
+
+
+def test_every_task_has_a_catch_and_a_timeout() -> None:
+    states = _substituted()["States"]
+    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    assert tasks
+    for name, state in tasks.items():
+        assert state.get("Catch"), f"{name} has no Catch"
+        assert any("States.ALL" in rule["ErrorEquals"] for rule in state["Catch"]), name
+        assert "TimeoutSeconds" in state, f"{name} has no TimeoutSeconds"
+
+
+def test_the_workflow_has_an_overall_timeout_and_waits_with_a_heartbeat() -> None:
+    definition = _substituted()
+    assert definition["TimeoutSeconds"] > 0
+    launch = definition["States"]["LaunchSandbox"]
+    assert launch["Resource"].endswith("waitForTaskToken")
+    assert launch["HeartbeatSeconds"] < launch["TimeoutSeconds"]
+
+
+def test_every_path_ends_running_or_in_record_failure() -> None:
+    states = _substituted()["States"]
+    for name, state in states.items():
+        for rule in state.get("Catch", []):
+            assert rule["Next"] in {"RecordFailure", "ConversationFailed"}, name
+    assert states["MarkRunning"].get("End") is True
+    assert states["RecordFailure"]["Next"] == "ConversationFailed"
+
+
+def test_statelint_is_clean(tmp_path: Path) -> None:
+    statelint = Path(sys.executable).parent / "statelint"
+    if not statelint.exists():
+        statelint = Path(shutil.which("statelint") or "")
+    if not statelint.is_file():
+        pytest.fail("statelint is not installed: it is in requirements/dev.txt")
+    definition = tmp_path / "definition.json"
+    definition.write_text(json.dumps(_substituted()))
+    result = subprocess.run([str(statelint), str(definition)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
