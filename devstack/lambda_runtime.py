@@ -73,6 +73,11 @@ class LocalLambdaRuntime:
             self._by_name[spec.logical_id] = spec
         self._modules: dict[str, ModuleType] = {}
         self._lock = threading.Lock()
+        # One execution environment per function, as a function with reserved concurrency 1:
+        # the Powertools resolvers keep the current event on a module-level object, so two
+        # requests must not run one handler at once. Reentrant for a handler that (through
+        # moto) ends up invoking its own function on the same thread.
+        self._invocation_locks = {logical_id: threading.RLock() for logical_id in resources.functions}
         self._on_invoke = on_invoke
         if str(LAYER_PATH) not in sys.path:
             sys.path.insert(0, str(LAYER_PATH))
@@ -103,9 +108,11 @@ class LocalLambdaRuntime:
         if self._on_invoke:
             self._on_invoke(spec.logical_id, event)
         context = LocalLambdaContext(spec.name, spec.arn, timeout_seconds=spec.timeout)
+        handler = self.handler(spec.logical_id)
         try:
-            return self.handler(spec.logical_id)(event, context)
-        except Exception as error:  # noqa: BLE001 - Lambda reports every unhandled error
+            with self._invocation_locks[spec.logical_id]:
+                return handler(event, context)
+        except Exception as error:
             _log.warning("%s raised %s", spec.logical_id, type(error).__name__, exc_info=True)
             raise FunctionError(type(error).__name__, str(error)) from error
 

@@ -3,6 +3,7 @@ function, as Lambda's event source mapping does in AWS (same event shape, INSERT
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -11,11 +12,25 @@ from botocore.config import Config
 from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime
 
 
+RecordObserver = Callable[[dict[str, Any]], None]
+
+
 class StreamPump:
-    def __init__(self, stream_arn: str, runtime: LocalLambdaRuntime, function: str, session: boto3.Session) -> None:
+    def __init__(
+        self,
+        stream_arn: str,
+        runtime: LocalLambdaRuntime,
+        function: str,
+        session: boto3.Session,
+        observer: RecordObserver | None = None,
+    ) -> None:
+        """`observer` sees every record once, in stream order, before the INSERT filter (the local
+        stack's phase log reads MODIFY records there)."""
         self._stream_arn = stream_arn
         self._runtime = runtime
         self._function = function
+        self._observer = observer
+        self._observed: dict[str, str] = {}  # shard id -> last sequence number shown to the observer
         # botocore >= 1.44 sends streams calls to account-based hosts that moto 5.2.5 does not route.
         self._client = session.client("dynamodbstreams", config=Config(account_id_endpoint_mode="disabled"))
         self._iterators: dict[str, str] = {}
@@ -36,6 +51,7 @@ class StreamPump:
         for shard_id, iterator in list(self._iterators.items()):
             response = self._client.get_records(ShardIterator=iterator, Limit=100)
             records = [self._as_lambda_record(record) for record in response.get("Records", [])]
+            self._observe(shard_id, records)
             inserts = [record for record in records if record["eventName"] == "INSERT"]
             if inserts:
                 result = self._deliver(inserts)
@@ -45,6 +61,20 @@ class StreamPump:
             if response.get("NextShardIterator"):
                 self._iterators[shard_id] = response["NextShardIterator"]
         return delivered
+
+    def _observe(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        if self._observer is None:
+            return
+        last = self._observed.get(shard_id)
+        for record in records:
+            sequence = str(record["dynamodb"].get("SequenceNumber", ""))
+            if last is not None and sequence.isdigit() and last.isdigit() and int(sequence) <= int(last):
+                continue  # read again after a failed delivery: already shown
+            self._observer(record)
+            if sequence:
+                last = sequence
+        if last is not None:
+            self._observed[shard_id] = last
 
     def _deliver(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         try:

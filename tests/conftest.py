@@ -22,11 +22,11 @@ os.environ.update(
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
-from moto import mock_aws  # noqa: E402
+from conversation_service import services
+from conversation_service.dal import aws
+from moto import mock_aws
 
-from conversation_service import services  # noqa: E402
-from conversation_service.dal import aws  # noqa: E402
-from devstack.template_resources import StackResources, provision  # noqa: E402
+from devstack.template_resources import StackResources, provision
 
 
 @pytest.fixture

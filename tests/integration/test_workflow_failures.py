@@ -10,11 +10,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from conversation_service import services
 from conversation_service.dal import aws
 from conversation_service.models.domain import ConversationStatus
+from moto import mock_aws
+
 from tests.helpers import make_repository
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
 
