@@ -48,11 +48,20 @@ _CREATE_ERRORS: dict[int, Any] = {
 ConversationId = Annotated[str, Path(description="32 hex characters", max_length=200)]
 
 
+def _ok(model: type[Any], errors: dict[int, Any]) -> dict[int, Any]:
+    # Powertools documents the return type only when `responses` is not given: name it here.
+    return {200: {"description": "OK", "content": {"application/json": {"model": model}}}, **errors}
+
+
 def _user_id() -> str:
     return caller_user_id(app.current_event.raw_event.get("requestContext") or {}, get_config())
 
 
-@app.post("/api/conversations", summary="Create a conversation", responses=_CREATE_ERRORS)
+@app.post(
+    "/api/conversations",
+    summary="Create a conversation",
+    responses=_ok(CreateConversationResponse, _CREATE_ERRORS),
+)
 def create_conversation(
     request: CreateConversationRequest,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -62,17 +71,21 @@ def create_conversation(
     return response
 
 
-@app.get("/api/conversations/<conversation_id>", summary="Get a conversation", responses=_ERRORS)
+@app.get("/api/conversations/<conversation_id>", summary="Get a conversation", responses=_ok(ConversationView, _ERRORS))
 def get_conversation(conversation_id: ConversationId) -> ConversationView:
     return conversation_service().view(_user_id(), conversation_id)
 
 
-@app.get("/api/settings", summary="Get your settings (secrets are never returned)", responses=_ERRORS)
+@app.get(
+    "/api/settings",
+    summary="Get your settings (secrets are never returned)",
+    responses=_ok(SettingsView, _ERRORS),
+)
 def get_settings() -> SettingsView:
     return settings_service().view(_user_id())
 
 
-@app.post("/api/settings", summary="Update your settings", responses=_ERRORS)
+@app.post("/api/settings", summary="Update your settings", responses=_ok(SettingsView, _ERRORS))
 def update_settings(update: SettingsUpdate) -> SettingsView:
     return settings_service().update(_user_id(), update)
 
