@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 
 from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.models.errors import InvalidConversationId, ServiceError
-from conversation_service.observability import logger, metrics
+from conversation_service.observability import logger, metrics, record_rejection
 
 CONVERSATION_PATH_PREFIX = "/api/conversations/"
 
@@ -48,7 +48,7 @@ def _summary(detail: list[dict[str, Any]]) -> str:
 def register_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(ServiceError)
     def handle_service_error(error: ServiceError) -> Response[str]:
-        metrics.add_metric(name=f"Rejected_{error.msg_id.replace('$', '_')}", unit="Count", value=1)
+        record_rejection(error.msg_id)
         logger.info("request refused", extra={"msg_id": error.msg_id, "status_code": error.status_code})
         return error_response(error.status_code, error.message, error.msg_id, error.headers, **error.extra)
 

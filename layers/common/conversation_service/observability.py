@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE_NAME = "conversations"
 METRICS_NAMESPACE = "OpenHandsConversations"
@@ -10,3 +11,27 @@ METRICS_NAMESPACE = "OpenHandsConversations"
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
+
+
+def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str]) -> None:
+    """One metric with its own dimensions, written at once (CloudWatch embedded metric format)."""
+    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
+        metric.add_dimension(name="service", value=SERVICE_NAME)
+        for key, dimension in dimensions.items():
+            metric.add_dimension(name=key, value=dimension)
+
+
+def record_phase_duration(phase: str, seconds: float) -> None:
+    _emit("PhaseDuration", MetricUnit.Seconds, seconds, {"phase": phase})
+
+
+def record_time_to_running(seconds: float) -> None:
+    _emit("TimeToRunning", MetricUnit.Seconds, seconds, {})
+
+
+def record_conversation_error(error_code: str) -> None:
+    _emit("ConversationErrors", MetricUnit.Count, 1, {"error_code": error_code})
+
+
+def record_rejection(msg_id: str) -> None:
+    _emit("CreateRejections", MetricUnit.Count, 1, {"reason": msg_id})

@@ -15,7 +15,7 @@ from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowNotWaiting
-from conversation_service.logic.clock import now_iso
+from conversation_service.logic.clock import now_iso, seconds_since
 from conversation_service.logic.repositories import provider_username
 from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.logic.workflow import sandbox_token_hash
@@ -31,6 +31,7 @@ from conversation_service.models.context import (
 )
 from conversation_service.models.domain import Conversation, ConversationStatus
 from conversation_service.models.errors import InvalidConversationId, InvalidRequest, ServiceError, Unauthorized
+from conversation_service.observability import record_phase_duration
 
 
 class SandboxNoLongerWanted(ServiceError):
@@ -122,6 +123,9 @@ class SandboxChannel:
                 raise InvalidRequest(f"Unknown phase {event.phase!r}; expected one of {', '.join(SANDBOX_PHASES)}")
             if not self._conversations.set_runtime_phase(conversation_id, event.phase, at=now_iso()):
                 raise SandboxNoLongerWanted()
+            if conversation.timeline:
+                last = conversation.timeline[-1]
+                record_phase_duration(last.phase, seconds_since(last.at))
             self._engine.heartbeat(task_token)
         elif event.type == "heartbeat":
             self._engine.heartbeat(task_token)

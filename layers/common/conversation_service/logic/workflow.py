@@ -18,7 +18,7 @@ from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
-from conversation_service.logic.clock import now_epoch_ms, now_iso
+from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
 from conversation_service.logic.first_message import first_message
 from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
 from conversation_service.models.context import (
@@ -31,7 +31,7 @@ from conversation_service.models.context import (
     SandboxReady,
 )
 from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus
-from conversation_service.observability import logger
+from conversation_service.observability import logger, record_conversation_error, record_time_to_running
 
 
 class ConversationNotStarting(Exception):
@@ -186,6 +186,7 @@ class CreationWorkflow:
                 self._fleet.stop(conversation.task_arn, "conversation closed before its sandbox was ready")
             current = self._conversations.get(conversation_id, consistent=True)
             return {"conversation_status": current.conversation_status.value if current else "DELETED"}
+        record_time_to_running(seconds_since(conversation.created_at))
         return {"conversation_status": ConversationStatus.RUNNING.value}
 
     # -- any failure ------------------------------------------------------------------------
@@ -205,6 +206,8 @@ class CreationWorkflow:
             error_message=message,
             error_details=details,
         )
+        if closed:
+            record_conversation_error(code)
         logger.info(
             "conversation failed", extra={"conversation_id": conversation_id, "error_code": code, "closed": closed}
         )
