@@ -67,9 +67,12 @@ def test_every_path_ends_running_or_in_record_failure() -> None:
     states = _substituted()["States"]
     for name, state in states.items():
         for rule in state.get("Catch", []):
-            assert rule["Next"] in {"RecordFailure", "ConversationFailed"}, name
+            assert rule["Next"] in {"RecordFailure", "WorkflowFailed"}, name
     assert states["MarkRunning"].get("End") is True
-    assert states["RecordFailure"]["Next"] == "ConversationFailed"
+    assert states["RecordFailure"]["Next"] == "ConversationEndedInError"
+    assert states["ConversationEndedInError"]["Type"] == "Succeed"
+    # Only a failure to record the failure fails the execution (and fires the alarm).
+    assert [name for name, state in states.items() if state["Type"] == "Fail"] == ["WorkflowFailed"]
 
 
 def test_statelint_is_clean(tmp_path: Path) -> None:

@@ -54,7 +54,9 @@ def active_count(harness: WorkflowHarness, user_id: str = "user-1") -> int:
 
 
 def assert_clean_end(harness: WorkflowHarness, conversation_id: str) -> None:
-    harness.wait_for(lambda: harness.execution(conversation_id)["status"] == "FAILED", what="execution failure")
+    harness.wait_for(lambda: harness.execution(conversation_id)["status"] == "SUCCEEDED", what="execution end")
+    states = [event.get("stateEnteredEventDetails", {}).get("name") for event in harness.history(conversation_id)]
+    assert "RecordFailure" in states and "ConversationEndedInError" in states
     history = str(harness.history(conversation_id))
     assert LLM_KEY not in history and GIT_TOKEN not in history
     assert active_count(harness) == 0

@@ -30,7 +30,8 @@ def record_time_to_running(seconds: float) -> None:
 
 
 def record_conversation_error(error_code: str) -> None:
-    _emit("ConversationErrors", MetricUnit.Count, 1, {"error_code": error_code})
+    _emit("ConversationErrors", MetricUnit.Count, 1, {})
+    _emit("ConversationErrorsByCode", MetricUnit.Count, 1, {"error_code": error_code})
 
 
 def record_rejection(msg_id: str) -> None:
