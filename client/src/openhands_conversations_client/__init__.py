@@ -1,0 +1,53 @@
+"""Python client and `convo` command line for the OpenHands conversations API.
+
+from openhands_conversations_client import ConversationsClient
+
+with ConversationsClient("http://127.0.0.1:3000/api") as api:
+    created = api.create("user/repo", selected_branch="main", initial_user_msg="hi")
+    final = api.wait_until_settled(created.conversation_id, on_change=lambda c: print(c.runtime_status))
+    print(final.conversation_status, final.error_code)
+"""
+
+from openhands_conversations_client.client import DEFAULT_ENDPOINT, ConversationsClient, api_root
+from openhands_conversations_client.errors import (
+    ApiError,
+    ApiUnreachable,
+    ClientError,
+    MalformedResponse,
+    WaitTimeout,
+)
+from openhands_conversations_client.models import (
+    Conversation,
+    ConversationAction,
+    ConversationPage,
+    ConversationSummary,
+    CreatedConversation,
+    CreateMicroagent,
+    Quota,
+    Settings,
+    SuggestedTask,
+    TimelineEntry,
+)
+from openhands_conversations_client.version import __version__
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "ApiError",
+    "ApiUnreachable",
+    "ClientError",
+    "Conversation",
+    "ConversationAction",
+    "ConversationPage",
+    "ConversationSummary",
+    "ConversationsClient",
+    "CreateMicroagent",
+    "CreatedConversation",
+    "MalformedResponse",
+    "Quota",
+    "Settings",
+    "SuggestedTask",
+    "TimelineEntry",
+    "WaitTimeout",
+    "__version__",
+    "api_root",
+]
