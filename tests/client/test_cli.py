@@ -278,7 +278,7 @@ def test_show_of_a_failed_conversation_has_the_error(convo: RunConvo, fake_api: 
     result = convo("show", only_conversation(fake_api))
 
     assert f"  error        SETUP_SCRIPT_FAILED: {SETUP_FAILURE_MESSAGE}" in result.stdout
-    assert "    | npm ERR! missing script: build" in result.stdout
+    assert "  | npm ERR! missing script: build" in result.stdout
 
 
 def test_show_json_is_the_api_view(convo: RunConvo, fake_api: FakeConversationsApi) -> None:

@@ -22,6 +22,18 @@ def _repository(repository: str | None, branch: str | None) -> str:
     return f"{repository} @ {branch}" if branch else repository
 
 
+OUTPUT_TAIL_LINES = 15
+
+
+def output_tail(conversation: Conversation, indent: str) -> list[str]:
+    """The end of a failed script's output (`error_details.output_tail`), as `| ` lines."""
+    tail = (conversation.error_details or {}).get("output_tail")
+    if not isinstance(tail, str) or not tail.strip():
+        return []
+    lines = tail.rstrip().splitlines()[-OUTPUT_TAIL_LINES:]
+    return [f"{indent}last lines of output (up to {OUTPUT_TAIL_LINES}):", *(f"{indent}| {line}" for line in lines)]
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Columns padded to their widest cell; the last column is not padded."""
     widths = [max(len(str(row[index])) for row in [headers, *rows]) for index in range(len(headers))]
@@ -87,10 +99,7 @@ def conversation_details(conversation: Conversation, now: datetime) -> list[str]
         fields.append(("error", f"{conversation.error_code or 'UNKNOWN'}: {conversation.error_message or ''}"))
     lines = [f"Conversation {conversation.conversation_id}"]
     lines += [f"  {name:<13}{value}" for name, value in fields]
-    tail = (conversation.error_details or {}).get("output_tail")
-    if isinstance(tail, str) and tail.strip():
-        lines.append("  output tail:")
-        lines += ["    | " + line for line in tail.rstrip().splitlines()[-15:]]
+    lines += output_tail(conversation, "  ")
     if conversation.timeline:
         lines.append("  timeline:")
         lines += timeline_lines(conversation, now)

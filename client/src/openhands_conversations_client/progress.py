@@ -19,11 +19,11 @@ from types import TracebackType
 from typing import Protocol, TextIO
 
 from openhands_conversations_client.models import ERROR, RUNNING, Conversation
+from openhands_conversations_client.output import output_tail
 from openhands_conversations_client.phases import PhaseLine, PhaseState, StartupProgress, format_seconds, phase_label
 from openhands_conversations_client.phases import startup_progress as progress_of
 
 Clock = Callable[[], datetime]
-OUTPUT_TAIL_LINES = 15
 LABEL_WIDTH = 24
 UNWRAPPED = 1_000_000  # plain lines go to logs: one line per message, whatever its length
 
@@ -86,11 +86,7 @@ def outcome_lines(conversation: Conversation, progress: StartupProgress, width: 
     details = conversation.error_details or {}
     if "exit_code" in details:
         lines.append(f"  exit code {details['exit_code']}")
-    tail = details.get("output_tail")
-    if isinstance(tail, str) and tail.strip():
-        lines.append(f"  last lines of output (up to {OUTPUT_TAIL_LINES}):")
-        lines += ["  | " + line for line in tail.rstrip().splitlines()[-OUTPUT_TAIL_LINES:]]
-    return lines
+    return lines + output_tail(conversation, "  ")
 
 
 def _fit(text: str, width: int) -> str:
