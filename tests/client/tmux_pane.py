@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -23,14 +24,14 @@ def require_tmux() -> str:
 
 
 class TmuxPane:
-    def __init__(self, tmux: str, socket_name: str, session: str) -> None:
+    def __init__(self, tmux: str, socket_path: str, session: str) -> None:
         self._tmux = tmux
-        self._socket = socket_name
+        self._socket = socket_path
         self.session = session
 
     def _run(self, *arguments: str) -> str:
         completed = subprocess.run(
-            [self._tmux, "-L", self._socket, *arguments], capture_output=True, text=True, timeout=10, check=True
+            [self._tmux, "-S", self._socket, *arguments], capture_output=True, text=True, timeout=10, check=True
         )
         return completed.stdout
 
@@ -57,35 +58,38 @@ class TmuxPane:
 def command_in_terminal(
     argv: list[str], env: Mapping[str, str], width: int = 120, height: int = 30
 ) -> Iterator[TmuxPane]:
-    """`tmux new-session -d -x W -y H 'ARGV'` on a server of its own; the pane stays after the command ends."""
+    """`tmux new-session -d -x W -y H 'ARGV'` on a server of its own (its socket in a directory removed
+    afterwards); the pane stays after the command ends, so its last screen can be read."""
     tmux = require_tmux()
-    socket_name = f"convo-test-{uuid.uuid4().hex[:12]}"
+    socket_directory = tempfile.mkdtemp(prefix="convo-tmux-")  # short: a socket path has ~100 bytes at most
+    socket_path = os.path.join(socket_directory, "socket")
     session = "convo"
     assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
     shell = f"env {assignments} {shlex.join(argv)}; status=$?; echo; echo {EXIT_MARKER}$status; sleep 600"
-    subprocess.run(
-        [
-            tmux,
-            "-u",
-            "-L",
-            socket_name,
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-x",
-            str(width),
-            "-y",
-            str(height),
-            "-s",
-            session,
-            shell,
-        ],
-        check=True,
-        timeout=10,
-        env={"PATH": "/usr/bin:/bin", "TERM": "xterm-256color", "LANG": "C.UTF-8"},
-    )
     try:
-        yield TmuxPane(tmux, socket_name, session)
+        subprocess.run(
+            [
+                tmux,
+                "-u",
+                "-S",
+                socket_path,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                "-s",
+                session,
+                shell,
+            ],
+            check=True,
+            timeout=10,
+            env={"PATH": "/usr/bin:/bin", "TERM": "xterm-256color", "LANG": "C.UTF-8"},
+        )
+        yield TmuxPane(tmux, socket_path, session)
     finally:
-        subprocess.run([tmux, "-L", socket_name, "kill-server"], check=False, timeout=10, capture_output=True)
+        subprocess.run([tmux, "-S", socket_path, "kill-server"], check=False, timeout=10, capture_output=True)
+        shutil.rmtree(socket_directory, ignore_errors=True)
