@@ -20,10 +20,17 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (docs/performance.md)"
 
-$(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
+$(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt client/pyproject.toml
 	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q -e ./client
+	touch $@
+
+# Debian packages the tests use: git (the sandbox clones with it), tmux (the CLI's live display is tested in a terminal).
+.system-packages:
+	@command -v git >/dev/null && command -v tmux >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git tmux)
 	touch $@
 
 $(SAM_VENV)/.installed: requirements/sam.txt
@@ -39,7 +46,7 @@ $(AGENT_VENV)/.installed: sandbox/requirements.txt
 	$(AGENT_VENV)/bin/python -m pip install -q -r sandbox/requirements.txt
 	touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed $(AGENT_VENV)/.installed
+install: .system-packages $(VENV)/.installed $(SAM_VENV)/.installed $(AGENT_VENV)/.installed
 
 dev: $(VENV)/.installed $(AGENT_VENV)/.installed
 	$(PY) -m devstack
@@ -47,6 +54,7 @@ dev: $(VENV)/.installed $(AGENT_VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy layers/common/conversation_service functions devstack sandbox/openhands_sandbox scripts
+	MYPYPATH=client/src $(VENV)/bin/mypy -p openhands_conversations_client
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
