@@ -11,7 +11,6 @@ from botocore.config import Config
 
 from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime
 
-
 RecordObserver = Callable[[dict[str, Any]], None]
 
 

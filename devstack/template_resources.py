@@ -68,7 +68,7 @@ class TemplateResolver:
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and len(value) == 1:
-            (key, argument), = value.items()
+            ((key, argument),) = value.items()
             if key == "Ref":
                 return self._resources.ref(argument)
             if key == "Fn::GetAtt":
@@ -93,7 +93,7 @@ class TemplateResolver:
 
     def _condition(self, name: str) -> bool:
         condition = self._template.get("Conditions", {})[name]
-        (key, argument), = condition.items()
+        ((key, argument),) = condition.items()
         if key == "Fn::Equals":
             left, right = (self.resolve(item) for item in argument)
             return bool(left == right)
@@ -213,15 +213,15 @@ def _resolve_function_environments(
         )
 
 
-def _create_kms_key(session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, _: Any) -> None:
+def _create_kms_key(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, _: Any
+) -> None:
     key = session.client("kms").create_key(Description=properties.get("Description", logical_id))["KeyMetadata"]
     resources.physical[logical_id] = key["KeyId"]
     resources.attributes[f"{logical_id}.Arn"] = key["Arn"]
 
 
-def _create_table(
-    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, _: Any
-) -> None:
+def _create_table(session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, _: Any) -> None:
     name = _resource_name(resources.stack_name, logical_id)
     request: dict[str, Any] = {
         "TableName": name,
@@ -277,7 +277,9 @@ def _create_role_arn(session: Any, logical_id: str, _: dict[str, Any], resources
     resources.attributes[f"{logical_id}.Arn"] = arn
 
 
-def _create_log_group(session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: Any) -> None:
+def _create_log_group(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: Any
+) -> None:
     name = str(resolver.resolve(properties.get("LogGroupName", f"/local/{resources.stack_name}/{logical_id}")))
     session.client("logs").create_log_group(logGroupName=name)
     resources.physical[logical_id] = name
@@ -294,8 +296,12 @@ def _create_task_definition(
             "image": container["Image"],
             "essential": container.get("Essential", True),
             "memory": int(container.get("Memory", resolved.get("Memory", 2048))),
-            "environment": [{"name": item["Name"], "value": str(item["Value"])} for item in container.get("Environment", [])],
-            "portMappings": [{"containerPort": int(port["ContainerPort"])} for port in container.get("PortMappings", [])],
+            "environment": [
+                {"name": item["Name"], "value": str(item["Value"])} for item in container.get("Environment", [])
+            ],
+            "portMappings": [
+                {"containerPort": int(port["ContainerPort"])} for port in container.get("PortMappings", [])
+            ],
         }
         for container in resolved["ContainerDefinitions"]
     ]

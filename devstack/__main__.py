@@ -1,0 +1,89 @@
+"""`python -m devstack` (`make dev`): the whole service on 127.0.0.1 until Ctrl-C.
+
+LLM_MODEL and LLM_API_KEY (environment) become the local user's settings; placeholders when unset
+(conversations then start, but the agent cannot talk to an LLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from devstack.console import say
+from devstack.stack import LocalStack, StackOptions, StateDirectoryNotOurs
+from devstack.template_resources import ROOT
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3000, help="API port (default 3000)")
+    parser.add_argument("--moto-port", type=int, default=0, help="moto (AWS) port; 0 picks a free one")
+    parser.add_argument("--git-port", type=int, default=0, help="git server port; 0 picks a free one")
+    parser.add_argument(
+        "--state-dir", type=Path, default=ROOT / ".devstack", help="wiped at start (default .devstack/)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    options = StackOptions(
+        port=arguments.port,
+        moto_port=arguments.moto_port,
+        git_port=arguments.git_port,
+        state_dir=arguments.state_dir,
+        llm_model=os.environ.get("LLM_MODEL") or None,
+        # Read once, then out of the environment: it reaches sandboxes only through the sealed settings.
+        llm_api_key=os.environ.pop("LLM_API_KEY", None) or None,
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            say("still stopping: sandboxes get up to 20 s to end")
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    stack = LocalStack(options)
+    try:
+        stack.start()
+    except StateDirectoryNotOurs as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"devstack: could not start: {error}", file=sys.stderr)
+        stack.stop()
+        return 1
+    except BaseException:
+        stack.stop()
+        raise
+    for line in stack.describe():
+        print(line)
+    print(f"devstack ready: {stack.api_url}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    say("devstack stopping: sandboxes first, then the servers")
+    stack.stop()
+    say("devstack stopped")
+    return 0
+
+
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's final garbage collection: with moto's backends loaded it
+    takes seconds, and everything that needs stopping has stopped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

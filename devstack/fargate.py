@@ -1,0 +1,315 @@
+"""A local stand-in for ECS Fargate: each RUNNING task on the sandbox cluster becomes a local
+sandbox process (`python -m openhands_sandbox.bootstrap`), as the task definition would run it.
+
+- The process gets what the container would: the task definition's environment and the task's
+  container overrides (CONVERSATION_ID, SANDBOX_API_URL, SANDBOX_TOKEN), with the local
+  differences (workspace directory, loopback address, free port, the agent-server's Python).
+  Nothing else of this process's environment: no AWS credentials, no LLM key, no user HOME.
+- `StopTask` (desiredStatus STOPPED) sends SIGTERM to the process group, then SIGKILL after a
+  grace period, as ECS does; a process that exits by itself stops its task (`ecs.stop_task`).
+- When a task ends, every process it started ends too, as a container's do: processes that left
+  the process group (the agent-server's own session, tmux servers, a setup script's daemons) are
+  found by a marker variable in their environment and killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.console import say, short
+from devstack.template_resources import ROOT
+
+SANDBOX_PACKAGE_DIR = ROOT / "sandbox"
+AGENT_PYTHON = ROOT / ".venv-agent" / "bin" / "python"
+MARKER_VARIABLE = "DEVSTACK_SANDBOX"
+STOP_GRACE_SECONDS = 20.0  # the bootstrap itself gives the agent-server 10 s
+POLL_SECONDS = 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _environ_of(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def marked_processes(marker: str, *, prefix: bool = False) -> list[int]:
+    """Live processes whose environment holds `DEVSTACK_SANDBOX=<marker>` (or `<marker>...`)."""
+    needle = f"{MARKER_VARIABLE}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        for variable in _environ_of(int(entry.name)).split(b"\0"):
+            if variable == needle or (prefix and variable.startswith(needle)):
+                if _is_alive(int(entry.name)):
+                    found.append(int(entry.name))
+                break
+    return found
+
+
+def kill_marked_processes(marker: str, *, prefix: bool = False) -> int:
+    """SIGKILL every process carrying the marker, until none is left; returns how many."""
+    killed = 0
+    for _ in range(10):  # a process may fork while we look
+        pids = marked_processes(marker, prefix=prefix)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        time.sleep(0.05)
+    return killed
+
+
+@dataclass
+class SandboxTask:
+    task_arn: str
+    task_id: str
+    conversation_id: str
+    process: subprocess.Popen[bytes]
+    marker: str
+    directory: Path
+    workspace_root: Path
+    agent_server_port: int
+    started_at: float = field(default_factory=time.monotonic)
+    ending: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def record(self, **extra: Any) -> None:
+        """`<sandbox dir>/task.json`: where to find this sandbox's workspace, process and log."""
+        info = {
+            "task_arn": self.task_arn,
+            "task_id": self.task_id,
+            "conversation_id": self.conversation_id,
+            "pid": self.process.pid,
+            "agent_server_port": self.agent_server_port,
+            "workspace_root": str(self.workspace_root),
+            "log": str(self.directory / "bootstrap.log"),
+            **extra,
+        }
+        (self.directory / "task.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+class LocalFargate:
+    def __init__(
+        self,
+        ecs: Any,
+        cluster_arn: str,
+        state_dir: Path,
+        *,
+        agent_python: Path = AGENT_PYTHON,
+        grace_seconds: float = STOP_GRACE_SECONDS,
+    ) -> None:
+        self._ecs = ecs
+        self._cluster = cluster_arn
+        self._state_dir = state_dir
+        self._agent_python = agent_python
+        self._grace_seconds = grace_seconds
+        self._run_id = uuid.uuid4().hex[:12]
+        self._tasks: dict[str, SandboxTask] = {}
+        self._seen: set[str] = set()
+        self._definitions: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="local-fargate", daemon=True)
+        self._enders: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling, then every sandbox (in parallel) and whatever they left behind."""
+        self._stopping.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            tasks = list(self._tasks.values())
+        for task in tasks:
+            self._end_in_background(task, "devstack is stopping", report=False)
+        for ender in list(self._enders):
+            ender.join(timeout=self._grace_seconds + 10)
+        kill_marked_processes(f"{self._run_id}:", prefix=True)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(POLL_SECONDS):
+            try:
+                self._poll_once()
+            except Exception as error:
+                if not self._stopping.is_set():
+                    say(f"local fargate: polling ECS failed: {type(error).__name__}: {error}")
+
+    def _poll_once(self) -> None:
+        running = set(self._list_tasks("RUNNING"))
+        for task_arn in sorted(running - self._seen):
+            self._seen.add(task_arn)
+            self._launch(task_arn)
+        with self._lock:
+            tasks = list(self._tasks.values())
+        for task in tasks:
+            if task.ending:
+                continue
+            if task.task_arn not in running:
+                self._end_in_background(task, self._stopped_reason(task.task_arn), report=False)
+            elif task.process.poll() is not None:
+                self._end_in_background(
+                    task, f"Essential container in task exited (exit code {task.process.returncode})", report=True
+                )
+
+    def _list_tasks(self, desired_status: str) -> list[str]:
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            page = self._ecs.list_tasks(
+                cluster=self._cluster, desiredStatus=desired_status, **({"nextToken": token} if token else {})
+            )
+            arns.extend(page.get("taskArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return arns
+
+    def _stopped_reason(self, task_arn: str) -> str:
+        tasks = self._ecs.describe_tasks(cluster=self._cluster, tasks=[task_arn]).get("tasks", [])
+        return str(tasks[0].get("stoppedReason") or "StopTask") if tasks else "task is gone"
+
+    # -- launching ---------------------------------------------------------------------------------
+    def _launch(self, task_arn: str) -> None:
+        described = self._ecs.describe_tasks(cluster=self._cluster, tasks=[task_arn]).get("tasks", [])
+        if not described:
+            return
+        task = described[0]
+        task_id = task_arn.rsplit("/", 1)[-1]
+        definition = self._task_definition(task["taskDefinitionArn"])
+        overrides = (task.get("overrides") or {}).get("containerOverrides") or []
+        container = next(
+            (item for item in definition["containerDefinitions"] if item.get("essential", True)),
+            definition["containerDefinitions"][0],
+        )
+        override: dict[str, Any] = next((item for item in overrides if item.get("name") == container["name"]), {})
+        task_environment = {item["name"]: item["value"] for item in container.get("environment", [])}
+        task_environment.update({item["name"]: item["value"] for item in override.get("environment", [])})
+        conversation_id = task_environment.get("CONVERSATION_ID") or task.get("startedBy") or task_id
+
+        directory = self._state_dir / "sandboxes" / task_id
+        workspace_root = self._state_dir / "workspaces" / task_id
+        for path in (directory / "home", directory / "tmp", workspace_root):
+            path.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        marker = f"{self._run_id}:{task_id}"
+        environment = {
+            # What a container has of its own; nothing of this process's environment beyond it.
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(directory / "home"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TMPDIR": str(directory / "tmp"),
+            **task_environment,
+            # Local differences from the Fargate task.
+            "WORKSPACE_ROOT": str(workspace_root),
+            "AGENT_SERVER_HOST": "127.0.0.1",
+            "AGENT_SERVER_PORT": str(port),
+            "AGENT_SERVER_PYTHON": str(self._agent_python),
+            "PYTHONPATH": str(SANDBOX_PACKAGE_DIR),
+            "PYTHONUNBUFFERED": "1",
+            # Offline: LiteLLM's bundled model cost map instead of fetching it from GitHub at start.
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            MARKER_VARIABLE: marker,
+        }
+        log_path = directory / "bootstrap.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                [str(self._agent_python), "-m", "openhands_sandbox.bootstrap"],
+                cwd=directory,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        sandbox = SandboxTask(task_arn, task_id, conversation_id, process, marker, directory, workspace_root, port)
+        sandbox.record()
+        with self._lock:
+            self._tasks[task_arn] = sandbox
+        say(
+            f"{short(conversation_id)} sandbox started: task {short(task_id)}, pid {process.pid}, "
+            f"agent-server port {port}, log {self._display(log_path)}"
+        )
+
+    def _task_definition(self, arn: str) -> dict[str, Any]:
+        if arn not in self._definitions:
+            self._definitions[arn] = self._ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        return self._definitions[arn]
+
+    def _display(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    # -- ending --------------------------------------------------------------------------------------
+    def _end_in_background(self, task: SandboxTask, reason: str, *, report: bool) -> None:
+        with self._lock:
+            if task.ending:
+                return
+            task.ending = True
+        ender = threading.Thread(target=self._end, args=(task, reason, report), name=f"end-{task.task_id[:8]}")
+        self._enders.append(ender)
+        ender.start()
+
+    def _end(self, task: SandboxTask, reason: str, report: bool) -> None:
+        """SIGTERM, grace, SIGKILL (the group, then every marked process); then tell ECS if asked."""
+        exited_by_itself = task.process.poll() is not None
+        if not exited_by_itself:
+            _signal_group(task.process.pid, signal.SIGTERM)
+            try:
+                task.process.wait(timeout=self._grace_seconds)
+            except subprocess.TimeoutExpired:
+                say(f"{short(task.conversation_id)} sandbox ignored SIGTERM for {self._grace_seconds:g} s: SIGKILL")
+        _signal_group(task.process.pid, signal.SIGKILL)
+        task.process.wait()
+        leftovers = kill_marked_processes(task.marker)
+        code = task.process.returncode
+        seconds = time.monotonic() - task.started_at
+        how = "exited" if exited_by_itself else "stopped"
+        extra = f", killed {leftovers} leftover process(es)" if leftovers else ""
+        say(f"{short(task.conversation_id)} sandbox {how} after {seconds:.1f} s (exit code {code}; {reason}){extra}")
+        task.record(exit_code=code, stopped_reason=reason)
+        if report and not self._stopping.is_set():
+            try:
+                self._ecs.stop_task(cluster=self._cluster, task=task.task_arn, reason=reason[:255])
+            except Exception as error:
+                say(f"{short(task.conversation_id)} could not stop task {short(task.task_id)}: {error}")
+        task.ended.set()
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+__all__ = ["LocalFargate", "SandboxTask", "free_port", "kill_marked_processes", "marked_processes"]
