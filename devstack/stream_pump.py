@@ -3,6 +3,7 @@ function, as Lambda's event source mapping does in AWS (same event shape, INSERT
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ from botocore.config import Config
 from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime
 
 RecordObserver = Callable[[dict[str, Any]], None]
+# New shards are rare (never, on moto): list them at most this often, read records every call.
+SHARD_REFRESH_SECONDS = 1.0
 
 
 class StreamPump:
@@ -33,6 +36,7 @@ class StreamPump:
         # botocore >= 1.44 sends streams calls to account-based hosts that moto 5.2.5 does not route.
         self._client = session.client("dynamodbstreams", config=Config(account_id_endpoint_mode="disabled"))
         self._iterators: dict[str, str] = {}
+        self._shards_listed_at = 0.0
 
     def _refresh_shards(self) -> None:
         description = self._client.describe_stream(StreamArn=self._stream_arn)["StreamDescription"]
@@ -45,7 +49,9 @@ class StreamPump:
 
     def pump_once(self) -> int:
         """Deliver what is new; returns how many INSERT records were handed over."""
-        self._refresh_shards()
+        if not self._iterators or time.monotonic() - self._shards_listed_at >= SHARD_REFRESH_SECONDS:
+            self._refresh_shards()
+            self._shards_listed_at = time.monotonic()
         delivered = 0
         for shard_id, iterator in list(self._iterators.items()):
             response = self._client.get_records(ShardIterator=iterator, Limit=100)
