@@ -77,7 +77,7 @@ def prepare_workspace(
             git,
             destination=workspace_root / repository.name,
             repository=repository,
-            branch=repository.branch or workspace_branch or DEFAULT_BRANCH,
+            branch=workspace_branch or repository.branch or DEFAULT_BRANCH,
             fetch_depth=fetch_depth,
             scratch_dir=scratch_dir,
         )

@@ -147,14 +147,17 @@ def test_falls_back_to_fetching_the_branch_when_the_server_refuses_a_commit(
     assert git("symbolic-ref", "--short", "HEAD", cwd=repo_dir) == "feature"
 
 
+# The service names the default branch it checked *and* the workspace branch to create.
+@pytest.mark.parametrize("checked_branch", [None, "main"])
 def test_without_a_branch_creates_the_workspace_branch_at_the_commit(
     tmp_path: Path,
     conversation_id: str,
     sandbox_secrets: Secrets,
     served: tuple[Path, SourceRepo],
+    checked_branch: str | None,
 ) -> None:
     _, source = served
-    repository = repository_context(f"file://{source.path}", source.commits["m2"], branch=None)
+    repository = repository_context(f"file://{source.path}", source.commits["m2"], branch=checked_branch)
     context = make_context(
         conversation_id, sandbox_secrets, repository=repository, workspace_branch="openhands-workspace-ab12cd"
     )
