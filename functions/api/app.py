@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from aws_lambda_powertools.event_handler.openapi.params import Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import get_config
@@ -19,8 +19,17 @@ from conversation_service.models.api import (
     SettingsUpdate,
     SettingsView,
 )
+from conversation_service.models.domain import ConversationTrigger
+from conversation_service.models.lifecycle import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    ConversationActionResponse,
+    ConversationPage,
+    QuotaView,
+    UpdateConversationRequest,
+)
 from conversation_service.observability import logger, metrics, tracer
-from conversation_service.services import conversation_service, settings_service
+from conversation_service.services import conversation_service, lifecycle_service, settings_service
 
 API_TITLE = "OpenHands Conversations API"
 API_VERSION = "1.0.0"
@@ -42,6 +51,12 @@ _CREATE_ERRORS: dict[int, Any] = {
         "description": "Idempotency-Key reused with another body",
         "content": {"application/json": {"model": ErrorBody}},
     },
+    429: {"description": "Concurrency limit (reject policy)", "content": {"application/json": {"model": ErrorBody}}},
+}
+
+_START_ERRORS: dict[int, Any] = {
+    **_ERRORS,
+    409: {"description": "Not STOPPED or ERROR", "content": {"application/json": {"model": ErrorBody}}},
     429: {"description": "Concurrency limit (reject policy)", "content": {"application/json": {"model": ErrorBody}}},
 }
 
@@ -74,6 +89,69 @@ def create_conversation(
 @app.get("/api/conversations/<conversation_id>", summary="Get a conversation", responses=_ok(ConversationView, _ERRORS))
 def get_conversation(conversation_id: ConversationId) -> ConversationView:
     return conversation_service().view(_user_id(), conversation_id)
+
+
+@app.get(
+    "/api/conversations",
+    summary="List your conversations, newest first",
+    responses=_ok(ConversationPage, _ERRORS),
+)
+def search_conversations(
+    page_id: Annotated[
+        str | None, Query(description="next_page_id of the previous page, unchanged", max_length=4096)
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    selected_repository: Annotated[str | None, Query(description="owner/repo", max_length=500)] = None,
+    conversation_trigger: Annotated[ConversationTrigger | None, Query()] = None,
+) -> ConversationPage:
+    return lifecycle_service().search(
+        _user_id(),
+        page_id=page_id,
+        limit=limit,
+        selected_repository=selected_repository,
+        conversation_trigger=conversation_trigger.value if conversation_trigger else None,
+    )
+
+
+@app.patch(
+    "/api/conversations/<conversation_id>",
+    summary="Rename a conversation (answers true)",
+    responses=_ok(bool, _ERRORS),
+)
+def update_conversation(conversation_id: ConversationId, update: UpdateConversationRequest) -> bool:
+    return lifecycle_service().rename(_user_id(), conversation_id, update.title)
+
+
+@app.post(
+    "/api/conversations/<conversation_id>/stop",
+    summary="Stop a conversation: its sandbox stops and its slot is freed (safe to repeat)",
+    responses=_ok(ConversationActionResponse, _ERRORS),
+)
+def stop_conversation(conversation_id: ConversationId) -> ConversationActionResponse:
+    return lifecycle_service().stop(_user_id(), conversation_id)
+
+
+@app.post(
+    "/api/conversations/<conversation_id>/start",
+    summary="Start a STOPPED or ERROR conversation again (same limit and policy as a creation)",
+    responses=_ok(ConversationActionResponse, _START_ERRORS),
+)
+def start_conversation(conversation_id: ConversationId) -> ConversationActionResponse:
+    return lifecycle_service().start(_user_id(), conversation_id)
+
+
+@app.delete(
+    "/api/conversations/<conversation_id>",
+    summary="Delete a conversation, its sandbox and its stored context (answers true)",
+    responses=_ok(bool, _ERRORS),
+)
+def delete_conversation(conversation_id: ConversationId) -> bool:
+    return lifecycle_service().delete(_user_id(), conversation_id)
+
+
+@app.get("/api/quota", summary="Your concurrency limit and active conversations", responses=_ok(QuotaView, _ERRORS))
+def get_quota() -> QuotaView:
+    return lifecycle_service().quota(_user_id())
 
 
 @app.get(

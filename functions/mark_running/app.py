@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.logic.runs import run_of_execution
 from conversation_service.observability import logger, tracer
 from conversation_service.services import creation_workflow
 
@@ -12,4 +13,6 @@ from conversation_service.services import creation_workflow
 @logger.inject_lambda_context(correlation_id_path="conversation_id", log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return creation_workflow().mark_running(event["conversation_id"], event["sandbox"])
+    conversation_id = event["conversation_id"]
+    run = run_of_execution(conversation_id, event.get("execution_name"))
+    return creation_workflow().mark_running(conversation_id, event["sandbox"], run)

@@ -1,6 +1,7 @@
-"""DynamoDB stream -> Step Functions: each new STARTING conversation gets its workflow.
-
-The execution is named by the conversation id, so a redelivered record starts nothing twice.
+"""The conversations table's stream consumer (logic/stream_consumer.py): for each change, in
+order, start the run's workflow (a new or restarted STARTING conversation; execution `<id>`,
+then `<id>-<run>`, so a redelivered record starts nothing twice), tear down what a stopped,
+failed or deleted conversation left running, and publish ConversationStatusChanged.
 """
 
 from __future__ import annotations
@@ -10,26 +11,30 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.logic.stream_consumer import StreamChange
 from conversation_service.observability import logger, tracer
-from conversation_service.services import creation_workflow
+from conversation_service.services import stream_consumer
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
-def start_workflow(record: DynamoDBRecord) -> None:
-    image = record.dynamodb.new_image if record.dynamodb else None
-    if record.event_name is None or record.event_name.name != "INSERT" or not image:
+def handle_change(record: DynamoDBRecord) -> None:
+    raw = record.raw_event.get("dynamodb") or {}
+    if record.event_name is None:
         return
-    if image.get("conversation_status") != "STARTING":
-        return
-    conversation_id = str(image["conversation_id"])
-    logger.append_keys(conversation_id=conversation_id)
-    creation_workflow().start_for(conversation_id, str(image["user_id"]))
+    change = StreamChange.from_record(
+        record.event_name.name,
+        str(record.event_id or raw.get("SequenceNumber", "")),
+        raw.get("OldImage"),
+        raw.get("NewImage"),
+        raw.get("ApproximateCreationDateTime"),
+    )
+    stream_consumer().handle(change)
 
 
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(
-        process_partial_response(event=event, record_handler=start_workflow, processor=processor, context=context)
+        process_partial_response(event=event, record_handler=handle_change, processor=processor, context=context)
     )

@@ -67,6 +67,12 @@ class ServiceConfig(BaseModel):
     # The local stack runs as one user without keys, as OpenHands does on a laptop.
     local_user_id: str | None = None
 
+    # Lifecycle events (docs/events.md): the bus status changes go to, the sources trusted to
+    # create conversations with a CreateConversation event, and where refused events go.
+    event_bus_name: str = ""
+    trusted_event_sources: list[str] = Field(default_factory=list)
+    create_conversation_dlq_url: str = ""
+
     @field_validator("git_provider_hosts", mode="before")
     @classmethod
     def _parse_hosts(cls, value: object) -> object:
@@ -86,6 +92,13 @@ class ServiceConfig(BaseModel):
     def _parse_extra_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("trusted_event_sources", mode="before")
+    @classmethod
+    def _parse_sources(cls, value: object) -> object:
+        if isinstance(value, str):  # event sources are case-sensitive: no lower()
+            return [source.strip() for source in value.split(",") if source.strip()]
         return value
 
     @property

@@ -7,14 +7,20 @@ from functools import lru_cache
 from conversation_service.config import get_config
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
+from conversation_service.dal.events import EventPublisher
 from conversation_service.dal.idempotency import idempotency_store
+from conversation_service.dal.page_tokens import PageTokenSealer
+from conversation_service.dal.queues import DeadLetterQueue
 from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine
 from conversation_service.logic.conversations import ConversationService
+from conversation_service.logic.event_intake import EventIntake
+from conversation_service.logic.lifecycle import LifecycleService
 from conversation_service.logic.sandbox_channel import SandboxChannel
 from conversation_service.logic.settings import SettingsService
+from conversation_service.logic.stream_consumer import ConversationStreamConsumer
 from conversation_service.logic.workflow import CreationWorkflow
 
 
@@ -72,6 +78,33 @@ def sandbox_channel() -> SandboxChannel:
     )
 
 
+@lru_cache(maxsize=1)
+def lifecycle_service() -> LifecycleService:
+    config = get_config()
+    return LifecycleService(config, conversation_store(), user_store(), PageTokenSealer(config.secrets_key_id))
+
+
+@lru_cache(maxsize=1)
+def stream_consumer() -> ConversationStreamConsumer:
+    config = get_config()
+    return ConversationStreamConsumer(
+        conversation_store(),
+        creation_workflow(),
+        WorkflowEngine(config.state_machine_arn),
+        SandboxFleet(config),
+        ContextStore(config.context_bucket),
+        EventPublisher(config.event_bus_name),
+    )
+
+
+@lru_cache(maxsize=1)
+def event_intake() -> EventIntake:
+    config = get_config()
+    return EventIntake(
+        conversation_service(), config.trusted_event_sources, DeadLetterQueue(config.create_conversation_dlq_url)
+    )
+
+
 def reset() -> None:
     """Forget the built services (tests change the environment between cases)."""
     for factory in (
@@ -81,6 +114,9 @@ def reset() -> None:
         settings_service,
         creation_workflow,
         sandbox_channel,
+        lifecycle_service,
+        stream_consumer,
+        event_intake,
         get_config,
     ):
         factory.cache_clear()

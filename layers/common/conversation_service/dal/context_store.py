@@ -27,6 +27,19 @@ class ContextStore:
         loaded: dict[str, Any] = json.loads(body)
         return loaded
 
+    def purge_prefix(self, prefix: str) -> int:
+        """Delete everything under `prefix`: every version and delete marker (the bucket is versioned)."""
+        s3 = client("s3")
+        deleted = 0
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+            versions = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            objects = [{"Key": item["Key"], "VersionId": item["VersionId"]} for item in versions]
+            for start in range(0, len(objects), 1000):
+                chunk = objects[start : start + 1000]
+                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+                deleted += len(chunk)
+        return deleted
+
     def delete_prefix(self, prefix: str) -> None:
         listing = client("s3").list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         objects = [{"Key": item["Key"]} for item in listing.get("Contents", [])]

@@ -36,8 +36,47 @@ class WriteContention(Exception):
     """DynamoDB asked us to retry (throttling or a conflicting transaction)."""
 
 
+class ConversationChanged(Exception):
+    """The conversation is no longer as the caller read it (status, run, or gone): read it again."""
+
+
 _ACTIVE_VALUES = {":starting": {"S": "STARTING"}, ":running": {"S": "RUNNING"}}
 _IS_ACTIVE = "conversation_status IN (:starting, :running)"
+# The ByUser index's key plus the table's: where a listing continues.
+_PAGE_KEY = ("conversation_id", "user_id", "created_at")
+# What belongs to one run of the workflow, forgotten when the conversation starts again.
+_PER_RUN_FIELDS = (
+    "task_arn",
+    "task_token",
+    "sandbox_token_hash",
+    "context_delivered",
+    "context_key",
+    "sealed_session_api_key",
+    "agent_server_url",
+    "agent_conversation_id",
+    "workspace_dir",
+    "microagents",
+    "sandbox_failure",
+    "error_code",
+    "error_message",
+    "error_details",
+    "status_reason",
+    "execution_arn",
+    "teardown_requested_at",
+)
+
+
+def _as_read(conversation: Conversation) -> dict[str, Any]:
+    """Condition: the conversation is still the user's, with the status and run the caller read."""
+    return {
+        "ConditionExpression": "conversation_status = :read_status AND #run = :read_run AND user_id = :read_user",
+        "ExpressionAttributeNames": {"#run": "run"},
+        "ExpressionAttributeValues": {
+            ":read_status": {"S": conversation.conversation_status.value},
+            ":read_run": {"N": str(conversation.run)},
+            ":read_user": {"S": conversation.user_id},
+        },
+    }
 
 
 class ConversationStore:
@@ -85,7 +124,9 @@ class ConversationStore:
 
     def insert_replacing(self, conversation: Conversation, victim: Conversation, *, reason: str, at: str) -> None:
         """Write a new conversation and close `victim` in its place: the active count is unchanged."""
-        close = self._deactivate_update(victim.conversation_id, ConversationStatus.STOPPED, at, reason=reason)
+        close = self._deactivate_update(
+            victim.conversation_id, ConversationStatus.STOPPED, at, reason=reason, run=victim.run
+        )
         self._transact([self._put_new(conversation), close])
 
     # -- status changes ------------------------------------------------------------------------
@@ -100,10 +141,12 @@ class ConversationStore:
         error_code_value: str | None = None,
         error_message: str | None = None,
         error_details: dict[str, Any] | None = None,
+        run: int | None = None,
     ) -> bool:
         """Move an active conversation to STOPPED/ERROR/ARCHIVED and free its slot.
 
-        Returns False when it was not active (already closed): calling twice is harmless.
+        Returns False when it was not active (already closed), or is on another run than `run`:
+        calling twice is harmless.
         """
         if status in ACTIVE_STATUSES:
             raise ValueError(f"{status} is not a closing status")
@@ -115,6 +158,7 @@ class ConversationStore:
             error_code_value=error_code_value,
             error_message=error_message,
             error_details=error_details,
+            run=run,
         )
         try:
             self._transact([update, self._release_slot(user_id)])
@@ -132,6 +176,7 @@ class ConversationStore:
         error_code_value: str | None = None,
         error_message: str | None = None,
         error_details: dict[str, Any] | None = None,
+        run: int | None = None,
     ) -> dict[str, Any]:
         runtime_status = "STATUS$ERROR" if status == ConversationStatus.ERROR else "STATUS$STOPPED"
         values: dict[str, Any] = {
@@ -157,15 +202,18 @@ class ConversationStore:
             if value is not None:
                 sets.append(f"{name} = :{name}")
                 values[f":{name}"] = to_attribute(value)
-        return {
-            "Update": {
-                "TableName": self.table_name,
-                "Key": {"conversation_id": {"S": conversation_id}},
-                "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE active_user_id",
-                "ConditionExpression": _IS_ACTIVE,
-                "ExpressionAttributeValues": values,
-            }
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"conversation_id": {"S": conversation_id}},
+            "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE active_user_id",
+            "ConditionExpression": _IS_ACTIVE,
+            "ExpressionAttributeValues": values,
         }
+        if run is not None:
+            update["ConditionExpression"] += " AND #run = :run"
+            update["ExpressionAttributeNames"] = {"#run": "run"}
+            values[":run"] = {"N": str(run)}
+        return {"Update": update}
 
     def _release_slot(self, user_id: str) -> dict[str, Any]:
         return {
@@ -178,7 +226,9 @@ class ConversationStore:
             }
         }
 
-    def set_runtime_phase(self, conversation_id: str, phase: str, *, at: str, **fields: Any) -> bool:
+    def set_runtime_phase(
+        self, conversation_id: str, phase: str, *, at: str, run: int | None = None, **fields: Any
+    ) -> bool:
         """Record a workflow phase on a STARTING conversation (timeline entry + runtime status)."""
         return self._update_if(
             conversation_id,
@@ -187,10 +237,11 @@ class ConversationStore:
             fields,
             condition="conversation_status = :starting",
             condition_values={":starting": {"S": "STARTING"}},
+            run=run,
         )
 
-    def update_starting(self, conversation_id: str, **fields: Any) -> bool:
-        """Set fields on a conversation that is still STARTING (False if it is not)."""
+    def update_starting(self, conversation_id: str, *, run: int | None = None, **fields: Any) -> bool:
+        """Set fields on a conversation that is still STARTING (on run `run`; False if it is not)."""
         return self._update_if(
             conversation_id,
             None,
@@ -198,9 +249,12 @@ class ConversationStore:
             fields,
             condition="conversation_status = :starting",
             condition_values={":starting": {"S": "STARTING"}},
+            run=run,
         )
 
-    def claim_context_delivery(self, conversation_id: str, sealed_session_api_key: str) -> bool:
+    def claim_context_delivery(
+        self, conversation_id: str, sealed_session_api_key: str, *, run: int | None = None
+    ) -> bool:
         """The sandbox gets its context (with secrets) once: the first claim wins."""
         return self._update_if(
             conversation_id,
@@ -210,9 +264,12 @@ class ConversationStore:
             condition="conversation_status = :starting AND (attribute_not_exists(context_delivered) "
             "OR context_delivered = :false)",
             condition_values={":starting": {"S": "STARTING"}, ":false": {"BOOL": False}},
+            run=run,
         )
 
-    def mark_running(self, conversation_id: str, *, at: str, last_active_at: int, **fields: Any) -> bool:
+    def mark_running(
+        self, conversation_id: str, *, at: str, last_active_at: int, run: int | None = None, **fields: Any
+    ) -> bool:
         fields = {**fields, "conversation_status": ConversationStatus.RUNNING.value, "last_active_at": last_active_at}
         return self._update_if(
             conversation_id,
@@ -221,6 +278,7 @@ class ConversationStore:
             fields,
             condition="conversation_status = :starting",
             condition_values={":starting": {"S": "STARTING"}},
+            run=run,
         )
 
     def _update_if(
@@ -232,10 +290,15 @@ class ConversationStore:
         *,
         condition: str,
         condition_values: dict[str, Any],
+        run: int | None = None,
     ) -> bool:
         values: dict[str, Any] = dict(condition_values)
         names: dict[str, str] = {}
         sets: list[str] = []
+        if run is not None:  # a step of an older run must not touch the current one
+            condition = f"{condition} AND #run = :run"
+            names["#run"] = "run"
+            values[":run"] = {"N": str(run)}
         if phase is not None and at is not None:
             values.update(
                 {
@@ -272,6 +335,183 @@ class ConversationStore:
                 return False
             raise
         return True
+
+    # -- lifecycle: listing, renaming, starting again, deleting ---------------------------------
+    def page_for_user(
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        start_after: dict[str, str] | None = None,
+        repository: str | None = None,
+        trigger: str | None = None,
+        max_queries: int = 10,
+    ) -> tuple[list[Conversation], dict[str, str] | None]:
+        """The user's conversations, newest first (ByUser index), at most `limit`, and the position
+        to continue from (None at the end). Filters are applied by DynamoDB; a page is filled by up
+        to `max_queries` queries, so a sparse filter may answer fewer than `limit` and a position."""
+        values: dict[str, Any] = {":user": {"S": user_id}}
+        names: dict[str, str] = {}
+        filters: list[str] = []
+        for attribute, wanted in (("repository", repository), ("trigger", trigger)):
+            if wanted is not None:
+                names[f"#{attribute}"] = attribute
+                values[f":{attribute}"] = {"S": wanted}
+                filters.append(f"#{attribute} = :{attribute}")
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": "ByUser",
+            "KeyConditionExpression": "user_id = :user",
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+            request["ExpressionAttributeNames"] = names
+        found: list[dict[str, Any]] = []
+        last_key = {name: {"S": value} for name, value in start_after.items()} if start_after else None
+        for _ in range(max_queries):
+            wanted_more = limit + 1 - len(found)  # one more than asked: is there a next page?
+            query = {**request, "Limit": max(wanted_more, 50) if filters else wanted_more}
+            if last_key:
+                query["ExclusiveStartKey"] = last_key
+            response = client("dynamodb").query(**query)
+            found.extend(response.get("Items", []))
+            last_key = response.get("LastEvaluatedKey")
+            if len(found) > limit or not last_key:
+                break
+        if len(found) > limit:
+            found = found[:limit]
+            last_key = {name: found[-1][name] for name in _PAGE_KEY}
+        position = {name: str(last_key[name]["S"]) for name in _PAGE_KEY} if last_key else None
+        return [self._conversation(item) for item in found], position
+
+    def rename(self, conversation_id: str, user_id: str, title: str, *, at: str) -> bool:
+        """Set the title of the user's conversation (False if it is not theirs or is gone)."""
+        try:
+            client("dynamodb").update_item(
+                TableName=self.table_name,
+                Key={"conversation_id": {"S": conversation_id}},
+                UpdateExpression="SET #title = :title, updated_at = :at",
+                ConditionExpression="user_id = :user",
+                ExpressionAttributeNames={"#title": "title"},
+                ExpressionAttributeValues={":title": {"S": title}, ":at": {"S": at}, ":user": {"S": user_id}},
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def reactivate_within_limit(self, conversation: Conversation, limit: int, *, at: str, last_active_at: int) -> int:
+        """Start a STOPPED/ERROR conversation again, as its next run, taking one of the user's
+        `limit` slots. Returns the new run. Raises ConversationChanged, ActiveLimitReached."""
+        take_slot = {
+            "Update": {
+                "TableName": self._users_table,
+                "Key": quota_key(conversation.user_id),
+                "UpdateExpression": "ADD active_count :one",
+                "ConditionExpression": "attribute_not_exists(active_count) OR active_count < :limit",
+                "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": str(limit)}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+        self._transact_as_read([self._reactivate_update(conversation, at, last_active_at), take_slot])
+        return conversation.run + 1
+
+    def reactivate_replacing(
+        self, conversation: Conversation, victim: Conversation, *, reason: str, at: str, last_active_at: int
+    ) -> int:
+        """Start a conversation again and close `victim` in its place: the active count is unchanged."""
+        close = self._deactivate_update(
+            victim.conversation_id, ConversationStatus.STOPPED, at, reason=reason, run=victim.run
+        )
+        self._transact_as_read([self._reactivate_update(conversation, at, last_active_at), close])
+        return conversation.run + 1
+
+    def delete(self, conversation: Conversation) -> None:
+        """Remove the conversation as it was read; an active one frees its slot in the same
+        transaction. Raises ConversationChanged when it changed or went meanwhile."""
+        delete: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"conversation_id": {"S": conversation.conversation_id}},
+            **_as_read(conversation),
+        }
+        if conversation.is_active:
+            self._transact_as_read([{"Delete": delete}, self._release_slot(conversation.user_id)])
+            return
+        try:
+            client("dynamodb").delete_item(**delete)
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                raise ConversationChanged() from error
+            raise
+
+    def request_teardown(self, conversation: Conversation, *, at: str) -> bool:
+        """Touch an inactive conversation so the stream consumer checks again that nothing of it
+        runs (False when it changed meanwhile)."""
+        condition = _as_read(conversation)
+        try:
+            client("dynamodb").update_item(
+                TableName=self.table_name,
+                Key={"conversation_id": {"S": conversation.conversation_id}},
+                UpdateExpression="SET teardown_requested_at = :requested",
+                ConditionExpression=condition["ConditionExpression"],
+                ExpressionAttributeNames=condition["ExpressionAttributeNames"],
+                ExpressionAttributeValues={**condition["ExpressionAttributeValues"], ":requested": {"S": at}},
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _reactivate_update(self, conversation: Conversation, at: str, last_active_at: int) -> dict[str, Any]:
+        entry = TimelineEntry(phase="STATUS$QUEUED", at=at).model_dump()
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": {"conversation_id": {"S": conversation.conversation_id}},
+                "UpdateExpression": "SET conversation_status = :starting, runtime_status = :queued, updated_at = :at, "
+                "last_active_at = :last_active, active_user_id = :user, timeline = :timeline, #run = :next_run "
+                "REMOVE " + ", ".join(_PER_RUN_FIELDS),
+                "ConditionExpression": "conversation_status IN (:stopped, :error) AND user_id = :user AND #run = :run",
+                "ExpressionAttributeNames": {"#run": "run"},
+                "ExpressionAttributeValues": {
+                    ":starting": {"S": ConversationStatus.STARTING.value},
+                    ":queued": {"S": "STATUS$QUEUED"},
+                    ":stopped": {"S": ConversationStatus.STOPPED.value},
+                    ":error": {"S": ConversationStatus.ERROR.value},
+                    ":at": {"S": at},
+                    ":last_active": {"N": str(last_active_at)},
+                    ":user": {"S": conversation.user_id},
+                    ":timeline": to_attribute([entry]),
+                    ":run": {"N": str(conversation.run)},
+                    ":next_run": {"N": str(conversation.run + 1)},
+                },
+            }
+        }
+
+    def _transact_as_read(self, items: list[dict[str, Any]]) -> None:
+        """`_transact` where items[0] writes the conversation as the caller read it: its failed
+        condition means the conversation changed (ConversationChanged)."""
+        try:
+            client("dynamodb").transact_write_items(TransactItems=items)
+        except ClientError as error:
+            code = error_code(error)
+            if code == "TransactionCanceledException":
+                reasons = error.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    raise ConversationChanged() from error
+                self._raise_cancellation(error, items)
+            if code in THROTTLING_CODES:
+                raise WriteContention(code) from error
+            raise
+
+    @classmethod
+    def conversation_from_item(cls, item: dict[str, Any]) -> Conversation:
+        """A conversation from its item in DynamoDB's attribute-value form (also a stream image)."""
+        return cls._conversation(item)
 
     # -- helpers ---------------------------------------------------------------------------
     def _put_new(self, conversation: Conversation) -> dict[str, Any]:

@@ -53,6 +53,16 @@ class SandboxFleet:
             raise SandboxLaunchFailed(f"ECS could not place the sandbox task: {reasons}")
         return str(tasks[0]["taskArn"])
 
+    def running_tasks(self, conversation_id: str) -> list[str]:
+        """Tasks of this conversation ECS still wants running (RunTask's `startedBy` is its id)."""
+        arns: list[str] = []
+        paginator = client("ecs").get_paginator("list_tasks")
+        for page in paginator.paginate(
+            cluster=self._config.sandbox_cluster_arn, startedBy=conversation_id, desiredStatus="RUNNING"
+        ):
+            arns.extend(str(arn) for arn in page.get("taskArns", []))
+        return arns
+
     def stop(self, task_arn: str, reason: str) -> None:
         try:
             client("ecs").stop_task(cluster=self._config.sandbox_cluster_arn, task=task_arn, reason=reason[:255])

@@ -44,6 +44,21 @@ class WorkflowEngine:
             raise WorkflowStartRefused(code) from error
         return str(response["executionArn"])
 
+    def execution_arn(self, execution_name: str) -> str:
+        return self._state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{execution_name}"
+
+    def stop(self, execution_name: str, cause: str) -> bool:
+        """Stop an execution; one that never started is not an error (False)."""
+        try:
+            client("stepfunctions").stop_execution(
+                executionArn=self.execution_arn(execution_name), error="ConversationClosed", cause=cause[:1000]
+            )
+        except ClientError as error:
+            if error_code(error) == "ExecutionDoesNotExist":
+                return False
+            raise
+        return True
+
     def heartbeat(self, task_token: str) -> None:
         self._answer("send_task_heartbeat", taskToken=task_token)
 

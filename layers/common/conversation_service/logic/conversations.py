@@ -134,16 +134,7 @@ class ConversationService:
         return create_once
 
     def _create(self, user_id: str, request: CreateConversationRequest) -> CreateConversationResponse:
-        settings = self._users.get_settings(user_id)
-        if settings is None:
-            raise SettingsNotFound()
-        agent = settings.agent or AgentDefaults().agent
-        if agent not in KNOWN_AGENTS:
-            raise AgentNotFound()
-        if not settings.llm_api_key_set:
-            raise LLMAuthenticationMissing()
-        if not settings.llm_model:
-            raise SettingsNotFound("Settings have no LLM model; set llm_model with POST /api/settings")
+        settings = usable_settings(self._users, user_id)
         repository = self._check_repository(settings, request)
         conversation = self._new_conversation(user_id, settings, request, repository)
         self._insert(conversation, settings)
@@ -225,13 +216,7 @@ class ConversationService:
                 self._assign_new_id(conversation)
             except ActiveLimitReached as limit_reached:
                 if self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
-                    raise ConcurrencyLimitReached(
-                        f"You have {limit_reached.current} active conversations (limit {limit}); "
-                        "stop one or retry later",
-                        headers={"Retry-After": str(self._config.retry_after_seconds)},
-                        limit=limit,
-                        current=limit_reached.current,
-                    ) from limit_reached
+                    raise limit_error(self._config, limit, limit_reached.current) from limit_reached
                 if self._replace_least_recently_active(conversation):
                     return
             except (ConversationNoLongerActive, WriteContention):
@@ -276,6 +261,31 @@ class ConversationService:
     def view(self, user_id: str, conversation_id: str) -> ConversationView:
         conversation = self.get_owned(user_id, conversation_id)
         return ConversationView.model_validate(conversation.model_dump(include=set(ConversationView.model_fields)))
+
+
+def usable_settings(users: UserStore, user_id: str) -> UserSettings:
+    """The user's settings, if a conversation can start with them (create and start again)."""
+    settings = users.get_settings(user_id)
+    if settings is None:
+        raise SettingsNotFound()
+    agent = settings.agent or AgentDefaults().agent
+    if agent not in KNOWN_AGENTS:
+        raise AgentNotFound()
+    if not settings.llm_api_key_set:
+        raise LLMAuthenticationMissing()
+    if not settings.llm_model:
+        raise SettingsNotFound("Settings have no LLM model; set llm_model with POST /api/settings")
+    return settings
+
+
+def limit_error(config: ServiceConfig, limit: int, current: int) -> ConcurrencyLimitReached:
+    """The 429 of the reject policy."""
+    return ConcurrencyLimitReached(
+        f"You have {current} active conversations (limit {limit}); stop one or retry later",
+        headers={"Retry-After": str(config.retry_after_seconds)},
+        limit=limit,
+        current=current,
+    )
 
 
 def _trigger(request: CreateConversationRequest) -> ConversationTrigger:

@@ -21,6 +21,7 @@ from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefus
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
 from conversation_service.logic.first_message import first_message
 from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
+from conversation_service.logic.runs import execution_name
 from conversation_service.models.context import (
     SANDBOX_ERROR_CODES,
     AgentConfig,
@@ -64,9 +65,9 @@ class CreationWorkflow:
         self._engine = engine
 
     # -- the outbox: a new conversation item starts its workflow --------------------------
-    def start_for(self, conversation_id: str, user_id: str) -> None:
+    def start_for(self, conversation_id: str, user_id: str, run: int = 1) -> None:
         try:
-            self._engine.start(conversation_id, {"conversation_id": conversation_id})
+            self._engine.start(execution_name(conversation_id, run), {"conversation_id": conversation_id, "run": run})
         except WorkflowStartRetryable:
             raise
         except WorkflowStartRefused as refused:
@@ -77,19 +78,29 @@ class CreationWorkflow:
                 ConversationStatus.ERROR,
                 at=now_iso(),
                 error_code_value="INTERNAL",
-                error_message="The conversation's workflow could not be started; create the conversation again",
+                error_message="The conversation's workflow could not be started; start the conversation again",
+                run=run,
             )
 
     # -- step 1 ---------------------------------------------------------------------------
-    def initialize_context(self, conversation_id: str) -> dict[str, str]:
-        conversation = self._starting(conversation_id)
-        self._phase(conversation_id, RuntimeStatus.INITIALIZING_CONTEXT)
+    def initialize_context(self, conversation_id: str, run: int | None = None) -> dict[str, str]:
+        """`run` (from the execution name) guards every write; None: whatever run is current."""
+        conversation = self._starting(conversation_id, run)
+        self._phase(conversation_id, RuntimeStatus.INITIALIZING_CONTEXT, run)
         request = conversation.request
         if conversation.request_s3_key:
             request = self._context.get_json(conversation.request_s3_key)
         settings = self._users.get_settings(conversation.user_id)
+        # A later run resumes the conversation: it prepares the workspace again (same commit and
+        # workspace branch) but does not send the first message, or replay, a second time.
+        first_run = conversation.run <= 1
+        workspace_branch = conversation.workspace_branch or (
+            f"openhands-workspace-{secrets.token_hex(4)}"
+            if conversation.repository and not conversation.branch_requested
+            else None
+        )
         replay_key = None
-        if replay := request.get("replay_json"):
+        if first_run and (replay := request.get("replay_json")):
             replay_key = self._context.put_json(f"conversations/{conversation_id}/replay.json", {"replay_json": replay})
         context = AgentContext(
             conversation_id=conversation_id,
@@ -110,11 +121,7 @@ class CreationWorkflow:
                 start_timeout_seconds=self._config.sandbox_start_timeout_seconds,
             ),
             repository=self._repository(conversation),
-            workspace_branch=(
-                f"openhands-workspace-{secrets.token_hex(4)}"
-                if conversation.repository and not conversation.branch_requested
-                else None
-            ),
+            workspace_branch=workspace_branch,
             conversation_instructions=request.get("conversation_instructions"),
             mcp_config=to_agent_server_mcp(
                 merge_mcp_config(
@@ -122,11 +129,17 @@ class CreationWorkflow:
                     self._config.default_mcp_config,
                 )
             ),
-            first_message=first_message(request),
+            first_message=first_message(request) if first_run else None,
             replay_key=replay_key,
         )
         key = self._context.put_json(f"conversations/{conversation_id}/context.json", context.model_dump(mode="json"))
-        self._conversations.update_starting(conversation_id, context_key=key)
+        if not self._conversations.update_starting(
+            conversation_id, run=run, context_key=key, workspace_branch=workspace_branch
+        ):
+            if self._conversations.get(conversation_id, consistent=True) is None:
+                # Deleted while the context was written: its teardown may have purged already.
+                self._context.purge_prefix(f"conversations/{conversation_id}/")
+            raise ConversationNotStarting(conversation_id)
         return {"context_key": key}
 
     @staticmethod
@@ -143,13 +156,14 @@ class CreationWorkflow:
         )
 
     # -- step 2 ---------------------------------------------------------------------------
-    def launch_sandbox(self, conversation_id: str, task_token: str) -> dict[str, str]:
-        conversation = self._starting(conversation_id)
+    def launch_sandbox(self, conversation_id: str, task_token: str, run: int | None = None) -> dict[str, str]:
+        conversation = self._starting(conversation_id, run)
         token = f"{conversation_id}.{secrets.token_urlsafe(32)}"
         if not self._conversations.set_runtime_phase(
             conversation_id,
             RuntimeStatus.STARTING_RUNTIME.value,
             at=now_iso(),
+            run=run,
             task_token=task_token,
             sandbox_token_hash=sandbox_token_hash(token),
             context_delivered=False,
@@ -161,13 +175,13 @@ class CreationWorkflow:
             "SANDBOX_TOKEN": token,
         }
         task_arn = self._fleet.launch(conversation_id, conversation.user_id, environment)
-        if not self._conversations.update_starting(conversation_id, task_arn=task_arn):
+        if not self._conversations.update_starting(conversation_id, run=run, task_arn=task_arn):
             self._fleet.stop(task_arn, "conversation closed while its sandbox was launching")
             raise ConversationNotStarting(conversation_id)
         return {"task_arn": task_arn}
 
     # -- step 3 ---------------------------------------------------------------------------
-    def mark_running(self, conversation_id: str, sandbox: dict[str, Any]) -> dict[str, str]:
+    def mark_running(self, conversation_id: str, sandbox: dict[str, Any], run: int | None = None) -> dict[str, str]:
         ready = SandboxReady.model_validate(sandbox)
         conversation = self._conversations.get(conversation_id, consistent=True)
         if conversation is None:
@@ -176,24 +190,31 @@ class CreationWorkflow:
             conversation_id,
             at=now_iso(),
             last_active_at=now_epoch_ms(),
+            run=run,
             agent_server_url=ready.agent_server_url,
             agent_conversation_id=ready.agent_conversation_id,
             workspace_dir=ready.workspace_dir,
             microagents=ready.microagents,
         )
         if not running:
-            if conversation.task_arn:
+            if conversation.task_arn and run in (None, conversation.run):
                 self._fleet.stop(conversation.task_arn, "conversation closed before its sandbox was ready")
             current = self._conversations.get(conversation_id, consistent=True)
             return {"conversation_status": current.conversation_status.value if current else "DELETED"}
-        record_time_to_running(seconds_since(conversation.created_at))
+        # From this run's QUEUED (a later run's timeline starts again), else from creation.
+        record_time_to_running(
+            seconds_since(conversation.timeline[0].at if conversation.timeline else conversation.created_at)
+        )
         return {"conversation_status": ConversationStatus.RUNNING.value}
 
     # -- any failure ------------------------------------------------------------------------
-    def record_failure(self, conversation_id: str, error: dict[str, Any]) -> dict[str, str]:
+    def record_failure(self, conversation_id: str, error: dict[str, Any], run: int | None = None) -> dict[str, str]:
         conversation = self._conversations.get(conversation_id, consistent=True)
         if conversation is None:
             return {"error_code": "DELETED"}
+        if run is not None and conversation.run != run:
+            # An older run failing late: the conversation started again since; leave it alone.
+            return {"error_code": "STOPPED"}
         code, message, details = self._classify(conversation, error)
         if conversation.task_arn:
             self._fleet.stop(conversation.task_arn, f"conversation failed: {code}")
@@ -205,6 +226,7 @@ class CreationWorkflow:
             error_code_value=code,
             error_message=message,
             error_details=details,
+            run=run,
         )
         if closed:
             record_conversation_error(code)
@@ -253,14 +275,16 @@ class CreationWorkflow:
         )
 
     # -- helpers ------------------------------------------------------------------------------
-    def _starting(self, conversation_id: str) -> Conversation:
+    def _starting(self, conversation_id: str, run: int | None = None) -> Conversation:
         conversation = self._conversations.get(conversation_id, consistent=True)
         if conversation is None or conversation.conversation_status != ConversationStatus.STARTING:
             raise ConversationNotStarting(conversation_id)
+        if run is not None and conversation.run != run:
+            raise ConversationNotStarting(conversation_id)
         return conversation
 
-    def _phase(self, conversation_id: str, phase: RuntimeStatus) -> None:
-        if not self._conversations.set_runtime_phase(conversation_id, phase.value, at=now_iso()):
+    def _phase(self, conversation_id: str, phase: RuntimeStatus, run: int | None = None) -> None:
+        if not self._conversations.set_runtime_phase(conversation_id, phase.value, at=now_iso(), run=run):
             raise ConversationNotStarting(conversation_id)
 
 

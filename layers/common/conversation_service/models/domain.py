@@ -107,6 +107,9 @@ class Conversation(BaseModel):
     created_at: str
     updated_at: str
     last_active_at: int  # epoch milliseconds, orders the least recently active
+    # 1 for the first start; each POST .../start adds one. The run names the workflow execution
+    # (`<id>`, then `<id>-<run>`) and guards every workflow write against an older run.
+    run: int = 1
     repository: str | None = None
     clone_url: str | None = None
     repository_name: str | None = None
@@ -135,6 +138,7 @@ class Conversation(BaseModel):
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)
     workspace_dir: str | None = None
+    workspace_branch: str | None = None  # created for the first run, checked out again by later runs
     # Workflow plumbing, never shown to users.
     context_key: str | None = None
     task_token: str | None = Field(default=None, repr=False)
@@ -144,6 +148,9 @@ class Conversation(BaseModel):
     # since it carries the repository's own setup output.
     sandbox_failure: dict[str, Any] | None = None
     sealed_session_api_key: str | None = Field(default=None, repr=False)
+    # Set when an inactive conversation is stopped again: the stream consumer re-checks that
+    # nothing of it still runs.
+    teardown_requested_at: str | None = None
 
     @property
     def is_active(self) -> bool:

@@ -73,6 +73,18 @@ class ConversationNotFound(ServiceError):
     default_message = "Conversation not found"
 
 
+class InvalidPageToken(ServiceError):
+    status_code = 400
+    msg_id = "ERROR$INVALID_PAGE_ID"
+    default_message = "Invalid page_id: pass a next_page_id you received, unchanged, with the same filters"
+
+
+class ConversationNotStartable(ServiceError):
+    status_code = 409
+    msg_id = "CONVERSATION$NOT_STARTABLE"
+    default_message = "Only a STOPPED or ERROR conversation can be started"
+
+
 class ConcurrencyLimitReached(ServiceError):
     status_code = 429
     msg_id = "CONCURRENCY_LIMIT_REACHED"

@@ -1,0 +1,30 @@
+"""CreateConversation events (bus rule -> SQS -> here) create conversations for the user they
+name, through the same rules as POST /api/conversations (logic/event_intake.py).
+
+Refusals go to the dead-letter queue with their reason; a transient failure is reported as the
+message's failure, so SQS delivers it again (and its redrive policy ends in the same queue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.observability import logger, tracer
+from conversation_service.services import event_intake
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def handle_message(record: SQSRecord) -> None:
+    event_intake().handle(record.body, record.message_id)
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(
+        process_partial_response(event=event, record_handler=handle_message, processor=processor, context=context)
+    )

@@ -1,0 +1,123 @@
+"""Conversations created from events: `CreateConversation` on the stack's bus -> rule -> SQS ->
+EventIntakeFunction (docs/events.md).
+
+The rule lets only the template's trusted sources through; the source is checked again here, so
+a message put on the queue some other way creates nothing. The conversation is created by
+`ConversationService.create`, for the user the event names, with the same validation, settings
+checks, repository checks, concurrency limit and policy as `POST /api/conversations`, and
+idempotently: the event's `idempotency_key`, else its EventBridge id, is the Idempotency-Key.
+
+A business refusal (malformed event, untrusted source, invalid request, settings missing, limit
+reached under the reject policy, repository refused...) is final: the message goes to the
+dead-letter queue with the reason, and is not retried. A transient failure (throttling, a 5xx,
+the same key still in progress) raises, so SQS delivers the message again and, after the queue's
+maxReceiveCount, its redrive policy moves it to the same dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from conversation_service.dal.queues import DeadLetterQueue
+from conversation_service.logic.clock import now_iso
+from conversation_service.logic.conversations import ConversationService
+from conversation_service.models.errors import RequestInProgress, ServiceError
+from conversation_service.models.events import CREATE_CONVERSATION, CreateConversationDetail
+from conversation_service.observability import logger, record_rejection
+
+
+class EventRefused(Exception):
+    """Final: the event will never create a conversation as it is."""
+
+    def __init__(self, msg_id: str, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.msg_id = msg_id
+        self.message = message
+        self.detail = detail or []
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    conversation_id: str | None = None
+    refused: str | None = None  # msg_id of the refusal, when it went to the dead-letter queue
+
+
+class EventIntake:
+    def __init__(self, service: ConversationService, trusted_sources: list[str], dead_letters: DeadLetterQueue) -> None:
+        self._service = service
+        self._trusted = frozenset(trusted_sources)
+        self._dead_letters = dead_letters
+
+    def handle(self, body: str, message_id: str) -> IntakeResult:
+        """Create the conversation one SQS message asks for; refusals go to the dead-letter queue."""
+        try:
+            envelope = _envelope(body)
+            source, event_id = str(envelope.get("source")), str(envelope.get("id") or message_id)
+            logger.append_keys(event_source=source, event_id=event_id)
+            detail = self._accept(envelope, source)
+            response = self._create(detail, event_id)
+        except EventRefused as refused:
+            self._dead_letter(body, message_id, refused)
+            return IntakeResult(refused=refused.msg_id)
+        logger.info("conversation created from event", extra={"conversation_id": response})
+        return IntakeResult(conversation_id=response)
+
+    def _accept(self, envelope: dict[str, Any], source: str) -> CreateConversationDetail:
+        if source not in self._trusted:
+            raise EventRefused("EVENT$UNTRUSTED_SOURCE", f"Source {source[:100]!r} is not a trusted event source")
+        if envelope.get("detail-type") != CREATE_CONVERSATION:
+            raise EventRefused("EVENT$UNKNOWN_DETAIL_TYPE", f"Only {CREATE_CONVERSATION} events are accepted")
+        try:
+            return CreateConversationDetail.model_validate(envelope.get("detail"))
+        except ValidationError as invalid:
+            # Where and what only: `input` may hold a secret (an MCP server's key).
+            detail = [
+                {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+                for error in invalid.errors()
+            ]
+            first = detail[0] if detail else {"loc": [], "msg": "invalid"}
+            where = ".".join(str(part) for part in first["loc"]) or "detail"
+            raise EventRefused("ERROR$VALIDATION", f"Invalid event detail: {where}: {first['msg']}", detail) from None
+
+    def _create(self, detail: CreateConversationDetail, event_id: str) -> str:
+        key = detail.idempotency_key or f"event:{event_id}"
+        try:
+            response = self._service.create(detail.user_id, detail.request, key)
+        except RequestInProgress:
+            raise  # the same event is being handled right now: let SQS deliver it again later
+        except ServiceError as error:
+            if error.status_code >= 500:
+                raise  # transient: SQS retries, then redrives to the dead-letter queue
+            raise EventRefused(error.msg_id, error.message, [error.extra] if error.extra else None) from error
+        return response.conversation_id
+
+    def _dead_letter(self, body: str, message_id: str, refused: EventRefused) -> None:
+        record_rejection(refused.msg_id)
+        logger.info("event refused", extra={"msg_id": refused.msg_id})
+        try:
+            event: Any = json.loads(body)
+        except json.JSONDecodeError:
+            event = body[:200_000]
+        self._dead_letters.send(
+            {
+                "reason": {"msg_id": refused.msg_id, "message": refused.message, "detail": refused.detail},
+                "message_id": message_id,
+                "refused_at": now_iso(),
+                "event": event,
+            },
+            {"msg_id": refused.msg_id},
+        )
+
+
+def _envelope(body: str) -> dict[str, Any]:
+    try:
+        envelope = json.loads(body)
+    except json.JSONDecodeError:
+        raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event (not JSON)") from None
+    if not isinstance(envelope, dict):
+        raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event")
+    return envelope
