@@ -19,6 +19,7 @@ from conversation_service.logic.conversations import ConversationService
 from conversation_service.logic.event_intake import EventIntake
 from conversation_service.logic.lifecycle import LifecycleService
 from conversation_service.logic.sandbox_channel import SandboxChannel
+from conversation_service.logic.sandbox_watch import SandboxWatch
 from conversation_service.logic.settings import SettingsService
 from conversation_service.logic.stream_consumer import ConversationStreamConsumer
 from conversation_service.logic.workflow import CreationWorkflow
@@ -105,6 +106,11 @@ def event_intake() -> EventIntake:
     )
 
 
+@lru_cache(maxsize=1)
+def sandbox_watch() -> SandboxWatch:
+    return SandboxWatch(conversation_store(), WorkflowEngine(get_config().state_machine_arn))
+
+
 def reset() -> None:
     """Forget the built services (tests change the environment between cases)."""
     for factory in (
@@ -117,6 +123,7 @@ def reset() -> None:
         lifecycle_service,
         stream_consumer,
         event_intake,
+        sandbox_watch,
         get_config,
     ):
         factory.cache_clear()

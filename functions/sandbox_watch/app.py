@@ -1,0 +1,38 @@
+"""EventBridge "ECS Task State Change" (STOPPED) for sandbox tasks -> close the conversation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.models.errors import InvalidConversationId
+from conversation_service.observability import logger, tracer
+from conversation_service.services import sandbox_watch
+
+
+def _exit_code(detail: dict[str, Any]) -> int | None:
+    for container in detail.get("containers") or []:
+        if container.get("exitCode") is not None:
+            return int(container["exitCode"])
+    return None
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+    detail = event.get("detail") or {}
+    conversation_id = str(detail.get("startedBy") or "")
+    try:
+        validate_conversation_id(conversation_id)
+    except InvalidConversationId:
+        return {"outcome": "ignored"}
+    logger.append_keys(conversation_id=conversation_id)
+    outcome = sandbox_watch().task_stopped(
+        conversation_id,
+        str(detail.get("taskArn") or ""),
+        str(detail.get("stoppedReason") or ""),
+        _exit_code(detail),
+    )
+    logger.info("sandbox task stopped", extra={"outcome": outcome, "stop_code": detail.get("stopCode")})
+    return {"outcome": outcome}
