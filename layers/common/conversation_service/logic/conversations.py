@@ -59,7 +59,9 @@ from conversation_service.models.errors import (
 )
 
 TOO_MANY_CONVERSATIONS = "AGENT_ERROR$TOO_MANY_CONVERSATIONS"
-MAX_WRITE_ATTEMPTS = 12
+# Enough for a burst of parallel creates by one user to settle (each round has one winner per
+# victim); bounded so a request never nears the Lambda timeout (about 6 s of jittered waits at most).
+MAX_WRITE_ATTEMPTS = 60
 # Requests larger than this (serialized) live in S3 rather than on the DynamoDB item (400 KB).
 INLINE_REQUEST_LIMIT_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -205,29 +207,42 @@ class ConversationService:
         )
 
     def _insert(self, conversation: Conversation, settings: UserSettings) -> None:
-        """Write the conversation within the user's limit; a colliding id silently gets a fresh one."""
+        """Write the conversation within the user's limit; a colliding id silently gets a fresh one.
+
+        Once the limit is seen, further attempts go straight to replacing the least recently
+        active conversation (close_oldest) instead of repeating an insert bound to fail: under a
+        burst of parallel creates every loser retries against the next oldest conversation.
+        """
         self._move_large_request_to_s3(conversation)
         limit = settings.max_active_conversations or self._config.max_active_conversations
+        at_limit = False
         for attempt in range(MAX_WRITE_ATTEMPTS):
             try:
-                self._conversations.insert_within_limit(conversation, limit)
-                return
+                if at_limit:
+                    replaced = self._replace_least_recently_active(conversation)
+                    if replaced:
+                        return
+                    at_limit = replaced is not None  # None: nobody is active any more
+                else:
+                    self._conversations.insert_within_limit(conversation, limit)
+                    return
             except ConversationIdTaken:
                 self._assign_new_id(conversation)
             except ActiveLimitReached as limit_reached:
                 if self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
                     raise limit_error(self._config, limit, limit_reached.current) from limit_reached
-                if self._replace_least_recently_active(conversation):
-                    return
+                at_limit = True
+                continue
             except (ConversationNoLongerActive, WriteContention):
                 pass
-            self._sleep(min(0.5, 0.01 * 2**attempt) * random.random())
+            self._sleep(min(0.2, 0.005 * 2 ** min(attempt, 6)) * random.random())
         raise ConversationConflict()
 
-    def _replace_least_recently_active(self, conversation: Conversation) -> bool:
+    def _replace_least_recently_active(self, conversation: Conversation) -> bool | None:
+        """True: replaced. False: lost a race, try again. None: no active conversation to close."""
         victim = self._conversations.least_recently_active(conversation.user_id)
         if victim is None:
-            return False
+            return None
         try:
             self._conversations.insert_replacing(conversation, victim, reason=TOO_MANY_CONVERSATIONS, at=now_iso())
         except ConversationIdTaken:
