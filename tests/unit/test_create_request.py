@@ -79,7 +79,9 @@ def test_every_field_at_once_is_accepted_and_kept_with_the_conversation(user, re
     body = every_field(str(path))
     conversation_id = assert_created(create(body))
     item = conversation_item(tables["conversations"], conversation_id)
-    assert set(item["request"]["M"]) == SPEC_FIELDS
+    # mcp_config may carry server keys: it is kept sealed (KMS) beside the rest of the request.
+    assert set(item["request"]["M"]) == SPEC_FIELDS - {"mcp_config"}
+    assert item["sealed_mcp_config"]["S"] and "localhost:8080" not in item["sealed_mcp_config"]["S"]
     assert item["request"]["M"]["initial_user_msg"] == {"S": body["initial_user_msg"]}
 
 

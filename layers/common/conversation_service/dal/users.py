@@ -40,6 +40,13 @@ class UserStore:
             return UserSecrets()
         return UserSecrets.model_validate(self._secret_box.open(settings.sealed_secrets, owner=settings.user_id))
 
+    def seal_for(self, user_id: str, payload: dict[str, Any]) -> str:
+        """Seal something secret of the user's (an MCP server's key) with the user's encryption context."""
+        return self._secret_box.seal(payload, owner=user_id)
+
+    def open_for(self, user_id: str, sealed: str) -> dict[str, Any]:
+        return dict(self._secret_box.open(sealed, owner=user_id))
+
     def save_settings(self, settings: UserSettings, secrets: UserSecrets) -> None:
         settings.llm_api_key_set = bool(secrets.llm_api_key)
         settings.provider_tokens_set = sorted(secrets.provider_tokens)

@@ -175,6 +175,8 @@ class ConversationService:
         at = now_iso()
         conversation_id = self._new_id()
         stored_request = request.model_dump(mode="json", exclude_none=True)
+        mcp_config = stored_request.pop("mcp_config", None)
+        sealed_mcp_config = self._users.seal_for(user_id, mcp_config) if mcp_config else None
         return Conversation(
             conversation_id=conversation_id,
             user_id=user_id,
@@ -204,6 +206,7 @@ class ConversationService:
             runtime=self._config.default_runtime,
             timeline=[TimelineEntry(phase=RuntimeStatus.QUEUED.value, at=at)],
             request=stored_request,
+            sealed_mcp_config=sealed_mcp_config,
         )
 
     def _insert(self, conversation: Conversation, settings: UserSettings) -> None:

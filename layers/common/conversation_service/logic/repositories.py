@@ -68,10 +68,21 @@ def resolve_host_addresses(host: str) -> list[str]:
         raise RepositoryNotAccessible(f"Repository host {host!r} could not be resolved") from error
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits, which Python's `is_global` calls
+# public whatever that IPv4 address is: NAT64 (64:ff9b::10.0.0.1 reaches 10.0.0.1 through a NAT64
+# gateway), IPv4-translated (SIIT) and the deprecated IPv4-compatible form. The IPv4 address decides.
+_IPV4_CARRYING_NETWORKS = tuple(
+    ipaddress.IPv6Network(network) for network in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96")
+)
+
+
 def _address_problem(address: str, allow_loopback: bool) -> str | None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    carries_ipv4 = isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _IPV4_CARRYING_NETWORKS)
+    if carries_ipv4 and not (ip.is_loopback or ip.is_unspecified):
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.is_loopback:
         return None if allow_loopback else "a loopback address"
     if ip.is_link_local:

@@ -104,7 +104,11 @@ class SandboxChannel:
             session_api_key=session_api_key,
             first_message=context.first_message,
             conversation_instructions=context.conversation_instructions,
-            mcp_config=context.mcp_config,
+            mcp_config=(
+                self._users.open_for(conversation.user_id, context.sealed_mcp_config)
+                if context.sealed_mcp_config
+                else {}
+            ),
             setup_script_timeout_seconds=context.runtime.setup_script_timeout_seconds,
         )
 

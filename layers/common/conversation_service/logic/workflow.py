@@ -31,7 +31,7 @@ from conversation_service.models.context import (
     RuntimeConfig,
     SandboxReady,
 )
-from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus
+from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus, UserSettings
 from conversation_service.observability import logger, record_conversation_error, record_time_to_running
 
 
@@ -123,12 +123,7 @@ class CreationWorkflow:
             repository=self._repository(conversation),
             workspace_branch=workspace_branch,
             conversation_instructions=request.get("conversation_instructions"),
-            mcp_config=to_agent_server_mcp(
-                merge_mcp_config(
-                    request.get("mcp_config") or (settings.mcp_config if settings else None),
-                    self._config.default_mcp_config,
-                )
-            ),
+            sealed_mcp_config=self._sealed_mcp_config(conversation, settings),
             first_message=first_message(request) if first_run else None,
             replay_key=replay_key,
         )
@@ -141,6 +136,18 @@ class CreationWorkflow:
                 self._context.purge_prefix(f"conversations/{conversation_id}/")
             raise ConversationNotStarting(conversation_id)
         return {"context_key": key}
+
+    def _sealed_mcp_config(self, conversation: Conversation, settings: UserSettings | None) -> str | None:
+        """The request's MCP servers replace the user's; the service's defaults are added."""
+        requested = (
+            self._users.open_for(conversation.user_id, conversation.sealed_mcp_config)
+            if (conversation.sealed_mcp_config)
+            else None
+        )
+        servers = to_agent_server_mcp(
+            merge_mcp_config(requested or (settings.mcp_config if settings else None), self._config.default_mcp_config)
+        )
+        return self._users.seal_for(conversation.user_id, servers) if servers else None
 
     @staticmethod
     def _repository(conversation: Conversation) -> RepositoryConfig | None:

@@ -64,7 +64,9 @@ class MCPStdioServer(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     command: str = Field(min_length=1, max_length=2000)
     args: list[str] = Field(default_factory=list, max_length=100)
-    env: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Names non-empty: an empty name is no environment variable, and DynamoDB refuses an empty
+    # map key (moto stores it and then cannot read the item back: a 500 on every later read).
+    env: dict[Annotated[str, Field(min_length=1, max_length=1000)], str] = Field(default_factory=dict, repr=False)
 
 
 class MCPConfig(StrictModel):

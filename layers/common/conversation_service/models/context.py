@@ -54,7 +54,8 @@ class AgentContext(BaseModel):
     repository: RepositoryConfig | None = None
     workspace_branch: str | None = None  # created when the user named no branch
     conversation_instructions: str | None = None
-    mcp_config: dict[str, Any] = Field(default_factory=dict)
+    # The MCP servers in the agent-server's shape, sealed with KMS: they may carry API keys.
+    sealed_mcp_config: str | None = None
     first_message: FirstMessage | None = None
     replay_key: str | None = None
 

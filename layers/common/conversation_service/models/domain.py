@@ -147,6 +147,8 @@ class Conversation(BaseModel):
     # What the sandbox reported when it failed: kept here, not in Step Functions history,
     # since it carries the repository's own setup output.
     sandbox_failure: dict[str, Any] | None = None
+    # The request's mcp_config (it may hold server API keys and env), sealed with KMS.
+    sealed_mcp_config: str | None = Field(default=None, repr=False)
     sealed_session_api_key: str | None = Field(default=None, repr=False)
     # Set when an inactive conversation is stopped again: the stream consumer re-checks that
     # nothing of it still runs.

@@ -1,0 +1,177 @@
+"""Turns the results of `python -m benchmarks` into the measured tables of docs/performance.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BEGIN = "<!-- bench:begin (written by `make bench`; edit benchmarks/report.py, not this block) -->"
+END = "<!-- bench:end -->"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _usd(value: float) -> str:
+    return f"${value * 1_000_000:.2f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out = [
+        BEGIN,
+        "",
+        f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}` "
+        f"({meta['total_seconds']:.0f} s in all). Raw figures: `benchmarks/results.json`.",
+        "",
+    ]
+    if cold := results.get("cold_start"):
+        out += [
+            "### Cold start and peak memory (`python -m benchmarks --only cold`)",
+            "",
+            f"Median of {next(iter(cold['functions'].values()))['runs']} fresh processes per function. Cold = import "
+            "+ (first call - median warm call). Baseline = a bare handler importing boto3 and creating the same "
+            f"clients, measured the same way in the same run. Aim: ratio <= {cold['aim_ratio']}.",
+            "",
+            "| function | clients | import ms | first-call init ms | cold ms | bare baseline ms | ratio | aim met "
+            "| peak RSS MB (bare) |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        ]
+        for name, figure in cold["functions"].items():
+            out.append(
+                f"| {name} | {', '.join(figure['clients'])} | {figure['import_ms']:.0f} | "
+                f"{figure['first_call_extra_ms']:.0f} | {figure['cold_ms']:.0f} | {figure['baseline_cold_ms']:.0f} | "
+                f"{figure['ratio']:.2f}x | {'yes' if figure['meets_aim'] else '**no**'} | "
+                f"{figure['peak_rss_mb']:.0f} ({figure['baseline_peak_rss_mb']:.0f}) |"
+            )
+        profile = ", ".join(f"{p['package']} {p['self_ms']:.0f} ms" for p in cold["import_profile"][:8])
+        out += ["", f"Where the API handler's import time goes (`python -X importtime`, self time): {profile}.", ""]
+    if warm := results.get("warm_create"):
+        out += [
+            "### Warm create (`python -m benchmarks --only warm`)",
+            "",
+            f"{warm['requests']} POST /api/conversations through the real ApiFunction handler, "
+            f"{warm['users']} users round-robin, limit {warm['limit']}, policy {warm['policy']}; AWS answered "
+            "in-process by moto; DNS and git remote answered in-process (benchmarks/stubs.py). *Own* = handler time "
+            "minus the time inside AWS calls (botocore before-call to after-call).",
+            "",
+            "| path | requests | p50 ms | p99 ms | own p50 ms | own p99 ms | AWS calls |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            f"| all | {warm['requests']} | {warm['p50_ms']:.2f} | {warm['p99_ms']:.2f} | {warm['own_p50_ms']:.2f} "
+            f"| {warm['own_p99_ms']:.2f} | |",
+        ]
+        for path, figure in warm["paths"].items():
+            calls = ", ".join(f"{op} {n}" for op, n in figure["aws_calls"].items())
+            out.append(
+                f"| {path.replace('_', ' ')} | {figure['requests']} | {figure['p50_ms']:.2f} | {figure['p99_ms']:.2f} "
+                f"| {figure['own_p50_ms']:.2f} | {figure['own_p99_ms']:.2f} | {calls} |"
+            )
+        free = warm["paths"].get("free_slot", {})
+        out += [
+            "",
+            "Baselines in the same run: a bare moto `PutItem` round trip p50 "
+            f"{warm['baseline_put_item_p50_ms']:.2f} ms (create p50 = **{warm['p50_ratio']:.1f}x** it; own time p50 = "
+            f"**{warm['own_p50_ms'] / warm['baseline_put_item_p50_ms']:.1f}x** it); the free-slot create's own AWS "
+            f"calls replayed bare p50 {warm['baseline_replay_p50_ms']:.2f} ms (free-slot create p50 = "
+            f"**{free.get('replay_ratio_p50', 0):.2f}x** it).",
+            "",
+            f"AWS calls per create, counted with botocore hooks on the shared clients (aim <= {warm['aim_calls']}):",
+            "",
+            "| situation | calls | operations | aim met |",
+            "| --- | ---: | --- | --- |",
+        ]
+        for name, scenario in warm["scenarios"].items():
+            operations = ", ".join(f"{op} {n}" for op, n in scenario["by_operation"].items())
+            met = "yes" if scenario["calls"] <= warm["aim_calls"] else "**no**"
+            out.append(f"| {name} | {scenario['calls']} | {operations} | {met} |")
+        out.append("")
+    if cost := results.get("cost"):
+        out += [
+            "### Cost per created conversation, excluding Fargate (`python -m benchmarks --only cost`)",
+            "",
+            f"Counted from {cost['conversations']} full creations (API -> stream -> workflow on moto's Step Functions "
+            f"engine -> scripted sandbox with {cost['heartbeats']} heartbeats -> RUNNING); prices: "
+            f"{cost['prices_as_of']} (benchmarks/prices.py). The figures are the last conversation's; counts "
+            + (
+                "were identical for every conversation."
+                if cost["identical_across_conversations"]
+                else "that varied between conversations: "
+                + ", ".join(cost.get("varying_across_conversations", []))
+                + " (the stream's records reach the starter in batches of varying size)."
+            ),
+            "",
+            "| item | per conversation | cost per conversation | per million conversations |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        for line in cost["lines"]:
+            out.append(
+                f"| {line['item']} | {line['quantity']} | ${line['cost']:.7f} | ${line['cost'] * 1_000_000:,.2f} |"
+            )
+        out += [
+            f"| **total** | | **${cost['total']:.7f}** | **${cost['per_million_conversations']:,.2f}** |",
+            "",
+            "Lambda detail (billed duration = measured warm time in-process + "
+            f"{cost['aws_call_allowance_ms']:.0f} ms per AWS call, for the round trips moto answers in microseconds):",
+            "",
+            "| function | invocations | memory MB | measured ms | AWS calls/invocation | billed ms (est.) | cost |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, figure in cost["functions"].items():
+            out.append(
+                f"| {name} | {figure['invocations']} | {figure['memory_mb']} | {figure['measured_ms']:.1f} | "
+                f"{figure['aws_calls_per_invocation']:.1f} | {figure['billed_ms_estimate']:.1f} | "
+                f"${figure['cost']:.8f} |"
+            )
+        per = cost["per_conversation"]
+        tables = "; ".join(
+            f"{table.split('-', 1)[-1]}: {usage['reads']:g} RRU, {usage['writes']:g} WRU + "
+            f"{usage['index_writes']:g} WRU in indexes"
+            for table, usage in per["dynamodb_by_table"].items()
+        )
+        calls = ", ".join(f"{op} {n}" for op, n in per["calls"].items())
+        out += [
+            "",
+            f"DynamoDB by table: {tables}. AWS calls of one creation: {calls}. "
+            f"Each status poll (GET) a client makes adds about ${cost['poll_get_cost'] * 1_000_000:.2f} per million.",
+            "",
+        ]
+    if load := results.get("load"):
+        out += ["### The local stack under load (`python -m benchmarks --only load`)", ""]
+        if "skipped" in load:
+            out += [f"Skipped: {load['skipped']}", ""]
+        else:
+            out += [
+                f'`python -m devstack` on 127.0.0.1, POST {{"repository": "{load["repository"]}"}}; each sandbox a '
+                "real local process with the real agent-server.",
+                "",
+                "| concurrency | creates | per-user limit | creates/s | failed | duplicate ids | RUNNING | "
+                "POST->RUNNING p50 s | p95 s | other ends |",
+                "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            ]
+            for level in load["levels"]:
+                others: dict[str, int] = {}
+                for status in level["ended_other"].values():
+                    others[status] = others.get(status, 0) + 1
+                other = ", ".join(f"{n} {status}" for status, n in others.items()) or "none"
+                if level["not_ended"]:
+                    other += f", {level['not_ended']} still starting at the deadline"
+                out.append(
+                    f"| {level['concurrency']} | {level['creates']} | {level['per_user_limit']} | "
+                    f"{level['creates_per_second']:.1f} | {level['failed_count']} | {level['duplicate_ids']} | "
+                    f"{level['running']} | {_ms(level['to_running_p50_s'])} | {_ms(level['to_running_p95_s'])} | "
+                    f"{other} |"
+                )
+            out.append("")
+    out.append(END)
+    return "\n".join(out)
+
+
+def splice(document: str, block: str) -> str:
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        return head + block + tail
+    return document.rstrip() + "\n\n" + block + "\n"
+
+
+__all__ = ["BEGIN", "END", "_usd", "render", "splice"]
