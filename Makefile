@@ -46,7 +46,11 @@ $(AGENT_VENV)/.installed: sandbox/requirements.txt
 	$(AGENT_VENV)/bin/python -m pip install -q -r sandbox/requirements.txt
 	touch $@
 
-install: .system-packages $(VENV)/.installed $(SAM_VENV)/.installed $(AGENT_VENV)/.installed
+# checkov pins boto3/pytest of its own: it gets a virtualenv of its own too.
+.venv-checkov/.installed: tests/reliability/checkov-requirements.txt tests/reliability/install_checkov.sh
+	PYTHON313=$(PYTHON313) bash tests/reliability/install_checkov.sh .venv-checkov
+
+install: .system-packages $(VENV)/.installed $(SAM_VENV)/.installed $(AGENT_VENV)/.installed .venv-checkov/.installed
 
 dev: $(VENV)/.installed $(AGENT_VENV)/.installed
 	$(PY) -m devstack
