@@ -10,6 +10,8 @@ sandbox process (`python -m openhands_sandbox.bootstrap`), as the task definitio
 - When a task ends, every process it started ends too, as a container's do: processes that left
   the process group (the agent-server's own session, tmux servers, a setup script's daemons) are
   found by a marker variable in their environment and killed.
+- Then ECS's "ECS Task State Change" event (lastStatus STOPPED, the container's exit code) goes
+  to `on_task_stopped`, as EventBridge delivers it to the rules on the default bus.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from devstack.console import say, short
-from devstack.template_resources import ROOT
+from devstack.template_resources import ACCOUNT_ID, REGION, ROOT
 
 SANDBOX_PACKAGE_DIR = ROOT / "sandbox"
 AGENT_PYTHON = ROOT / ".venv-agent" / "bin" / "python"
@@ -98,6 +102,11 @@ class SandboxTask:
     directory: Path
     workspace_root: Path
     agent_server_port: int
+    container_name: str = "sandbox"
+    started_by: str = ""
+    task_definition_arn: str = ""
+    group: str = ""
+    created_at: str = ""
     started_at: float = field(default_factory=time.monotonic)
     ending: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
@@ -117,6 +126,18 @@ class SandboxTask:
         (self.directory / "task.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+TaskStateListener = Callable[[dict[str, Any]], None]
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def container_exit_code(returncode: int) -> int:
+    """A container killed by a signal exits 128 + the signal's number (docker's convention)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 class LocalFargate:
     def __init__(
         self,
@@ -126,7 +147,11 @@ class LocalFargate:
         *,
         agent_python: Path = AGENT_PYTHON,
         grace_seconds: float = STOP_GRACE_SECONDS,
+        on_task_stopped: TaskStateListener | None = None,
     ) -> None:
+        """`on_task_stopped` gets the "ECS Task State Change" event of each sandbox task that
+        ends while the stack runs (not of those the stack's own shutdown ends)."""
+        self._on_task_stopped = on_task_stopped
         self._ecs = ecs
         self._cluster = cluster_arn
         self._state_dir = state_dir
@@ -251,7 +276,21 @@ class LocalFargate:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        sandbox = SandboxTask(task_arn, task_id, conversation_id, process, marker, directory, workspace_root, port)
+        sandbox = SandboxTask(
+            task_arn,
+            task_id,
+            conversation_id,
+            process,
+            marker,
+            directory,
+            workspace_root,
+            port,
+            container_name=str(container["name"]),
+            started_by=str(task.get("startedBy") or ""),
+            task_definition_arn=str(task["taskDefinitionArn"]),
+            group=str(task.get("group") or ""),
+            created_at=_iso(task.get("createdAt")),
+        )
         sandbox.record()
         with self._lock:
             self._tasks[task_arn] = sandbox
@@ -304,7 +343,63 @@ class LocalFargate:
                 self._ecs.stop_task(cluster=self._cluster, task=task.task_arn, reason=reason[:255])
             except Exception as error:
                 say(f"{short(task.conversation_id)} could not stop task {short(task.task_id)}: {error}")
+        if self._on_task_stopped is not None and not self._stopping.is_set():
+            # `report`: we saw the process end before anyone asked ECS to stop the task.
+            stop_code = "EssentialContainerExited" if report else "UserInitiated"
+            event = self.task_stopped_event(task, reason, stop_code, container_exit_code(code))
+            try:
+                self._on_task_stopped(event)
+            except Exception as error:
+                say(f"{short(task.conversation_id)} task state change not delivered: {type(error).__name__}: {error}")
         task.ended.set()
+
+    def task_stopped_event(self, task: SandboxTask, reason: str, stop_code: str, exit_code: int) -> dict[str, Any]:
+        """The EventBridge event ECS publishes when a task has stopped (the fields a rule or a
+        handler may read; AWS sends a few more, such as attachments and resource usage)."""
+        now = _now_iso()
+        container_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:container/{task.task_id}/{uuid.uuid4()}"
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "account": ACCOUNT_ID,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [task.task_arn],
+            "detail": {
+                "clusterArn": self._cluster,
+                "taskArn": task.task_arn,
+                "taskDefinitionArn": task.task_definition_arn,
+                "group": task.group,
+                "startedBy": task.started_by,
+                "launchType": "FARGATE",
+                "lastStatus": "STOPPED",
+                "desiredStatus": "STOPPED",
+                "stoppedReason": reason,
+                "stopCode": stop_code,
+                "createdAt": task.created_at or now,
+                "stoppingAt": now,
+                "stoppedAt": now,
+                "containers": [
+                    {
+                        "containerArn": container_arn,
+                        "taskArn": task.task_arn,
+                        "name": task.container_name,
+                        "lastStatus": "STOPPED",
+                        "exitCode": exit_code,
+                    }
+                ],
+                "version": 3,
+            },
+        }
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(value or "")
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -312,4 +407,11 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
-__all__ = ["LocalFargate", "SandboxTask", "free_port", "kill_marked_processes", "marked_processes"]
+__all__ = [
+    "LocalFargate",
+    "SandboxTask",
+    "container_exit_code",
+    "free_port",
+    "kill_marked_processes",
+    "marked_processes",
+]

@@ -20,7 +20,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
-from devstack.template_resources import REGION
+from devstack.template_resources import ACCOUNT_ID, REGION
 
 MOTO_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 FAKE_CREDENTIALS = {
@@ -138,6 +138,14 @@ class LocalAws:
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             response.read()
+
+    def forget_stream_iterators(self) -> None:
+        """Drop moto's DynamoDB stream iterators: it keeps every one it ever issued (about 2 kB
+        each), and the stream pump asks for a fresh one on every poll. Called between polls by
+        the stream pumps (they take turns), the only readers of the streams: none is in use then."""
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+        dynamodbstreams_backends[ACCOUNT_ID][REGION].shard_iterators.clear()
 
     def stop(self) -> None:
         if self.endpoint_url:

@@ -62,13 +62,22 @@ class ConversationPhaseLog:
 
     @staticmethod
     def _detail(record: dict[str, Any], item: dict[str, Any], status: str) -> str:
+        run = int(item.get("run") or 1)
         if record.get("eventName") == "INSERT":
             repository = item.get("repository")
             where = f" {repository}@{item.get('selected_branch')}" if repository else " (no repository)"
             return f"{where} for {item.get('user_id')}"
+        old_status = _image(record, "OldImage").get("conversation_status")
+        if status == "STARTING" and old_status in {"STOPPED", "ERROR"}:
+            return f" (started again: run {run})"
         if status == "RUNNING":
-            seconds = _seconds_since(item.get("created_at"))
-            after = f" ({seconds:.1f} s after POST)" if seconds is not None else ""
+            if run > 1:
+                # The run's timeline starts with its QUEUED entry, written by the start request.
+                timeline = item.get("timeline") or [{}]
+                seconds, since = _seconds_since(timeline[0].get("at")), "start"
+            else:
+                seconds, since = _seconds_since(item.get("created_at")), "POST"
+            after = f" ({seconds:.1f} s after {since})" if seconds is not None else ""
             return f" agent-server {item.get('agent_server_url')}{after}"
         if status == "ERROR":
             return f" {item.get('error_code')}: {item.get('error_message')}"

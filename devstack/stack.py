@@ -1,6 +1,7 @@
-"""The whole service on loopback: moto (AWS), our handlers (Lambda), moto's Step Functions engine
-running our ASL, the stream pump (event source mapping), local processes (Fargate), a local git
-server (GitHub) and the API (API Gateway). See devstack/README.md.
+"""The whole service on loopback: moto (AWS, EventBridge included), our handlers (Lambda), moto's
+Step Functions engine running our ASL, the stream pump and the SQS poller (event source
+mappings), local processes (Fargate, with their task state changes), a local git server (GitHub)
+and the API (API Gateway). See devstack/README.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import secrets
 import shutil
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,11 +24,12 @@ from devstack.api_gateway import LocalApiServer, LocalRestApi
 from devstack.console import divert_embedded_metrics, say
 from devstack.fargate import LocalFargate
 from devstack.git_server import LocalGitServer, create_sample_repositories
-from devstack.lambda_runtime import LocalLambdaRuntime, apply_environment
+from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime, apply_environment
 from devstack.local_aws import LocalAws
 from devstack.phase_log import ConversationPhaseLog
+from devstack.sqs_poller import SqsEventSource
 from devstack.stream_pump import StreamPump
-from devstack.template_resources import REGION, ROOT, StackResources, provision
+from devstack.template_resources import REGION, ROOT, EventSourceSpec, StackResources, provision
 
 LOCAL_USER_ID = "local-user"
 STACK_NAME = "local"
@@ -34,6 +37,14 @@ STATE_MARKER = ".devstack-state"
 PLACEHOLDER_MODEL = "openai/placeholder-model-set-LLM_MODEL"
 PLACEHOLDER_API_KEY = "placeholder-set-LLM_API_KEY"
 STREAM_POLL_SECONDS = 0.1
+QUEUE_POLL_SECONDS = 0.2
+
+
+def event_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge's pattern matching (moto's implementation of it)."""
+    from moto.events.models import EventPattern
+
+    return bool(EventPattern.load(json.dumps(pattern)).matches_event(event))  # type: ignore[arg-type]
 
 
 class StateDirectoryNotOurs(Exception):
@@ -87,8 +98,10 @@ class LocalStack:
         self._git: LocalGitServer | None = None
         self._api_server: LocalApiServer | None = None
         self._fargate: LocalFargate | None = None
-        self._pump: StreamPump | None = None
+        self._runtime: LocalLambdaRuntime | None = None
+        self._session: boto3.Session | None = None
         self._stopping = threading.Event()
+        self._stream_lock = threading.Lock()  # stream pumps take turns (see forget_stream_iterators)
         self._threads: list[threading.Thread] = []
         self._function_log: IO[str] | None = None
         self._serving = False
@@ -124,19 +137,19 @@ class LocalStack:
             },
         )
         runtime = LocalLambdaRuntime(resources)
+        self._runtime, self._session = runtime, session
         self._reset_services()
         runtime.install_into_moto()
         self._seed_local_user()
 
-        self._pump = StreamPump(
-            resources.attributes["ConversationsTable.StreamArn"],
-            runtime,
-            "WorkflowStarterFunction",
-            session,
-            observer=ConversationPhaseLog(),
+        for source in resources.event_sources:
+            self._start_event_source(source)
+        self._fargate = LocalFargate(
+            session.client("ecs"),
+            resources.attributes["SandboxCluster.Arn"],
+            self.state_dir,
+            on_task_stopped=self._publish_aws_event,
         )
-        self._spawn("stream-pump", self._pump_forever)
-        self._fargate = LocalFargate(session.client("ecs"), resources.attributes["SandboxCluster.Arn"], self.state_dir)
         self._fargate.start()
         self._api_server.api = LocalRestApi(resources, runtime)
         self._spawn("api-server", self._api_server.serve_forever)
@@ -197,17 +210,82 @@ class LocalStack:
         key_file.write_text(self.api_key + "\n")
         key_file.chmod(0o600)
 
-    def _pump_forever(self) -> None:
-        assert self._pump is not None
+    # -- event sources ---------------------------------------------------------------------------
+    def _start_event_source(self, source: EventSourceSpec) -> None:
+        """The template's event source mappings: the conversations stream (with the phase log
+        watching it) and the CreateConversation queue, each polled by a thread of its own."""
+        assert self.resources is not None and self._runtime is not None and self._session is not None
+        name = f"{source.kind.lower()}-{source.function}"
+        if source.kind == "DynamoDB":
+            on_failure = self._send_to_queue(source.on_failure_arn) if source.on_failure_arn else None
+            observed = source.source_arn == self.resources.attributes.get("ConversationsTable.StreamArn")
+            pump = StreamPump(
+                source.source_arn,
+                self._runtime,
+                source.function,
+                self._session,
+                observer=ConversationPhaseLog() if observed else None,
+                batch_size=source.batch_size,
+                maximum_retry_attempts=source.maximum_retry_attempts,
+                bisect_batch_on_function_error=source.bisect_batch_on_function_error,
+                on_failure=on_failure,
+            )
+
+            def pump_and_forget() -> None:
+                # moto keeps every stream iterator it issues; none is in use between two polls.
+                with self._stream_lock:
+                    try:
+                        pump.pump_once()
+                    finally:
+                        self._aws.forget_stream_iterators()
+
+            self._spawn(name, lambda: self._poll_forever(name, pump_and_forget, STREAM_POLL_SECONDS))
+        elif source.kind == "SQS":
+            poller = SqsEventSource(
+                self.resources.queue_url(source.source_arn),
+                source.source_arn,
+                self._runtime,
+                source.function,
+                self._session,
+                batch_size=source.batch_size,
+                report_batch_item_failures=source.report_batch_item_failures,
+            )
+            self._spawn(name, lambda: self._poll_forever(name, poller.poll_once, QUEUE_POLL_SECONDS))
+
+    def _send_to_queue(self, queue_arn: str) -> Callable[[dict[str, Any]], None]:
+        assert self.resources is not None and self._session is not None
+        url = self.resources.queue_url(queue_arn)
+        sqs = self._session.client("sqs")
+
+        def send(record: dict[str, Any]) -> None:
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+            say(f"stream batch given up after its retries: described in {url.rsplit('/', 1)[-1]}")
+
+        return send
+
+    def _poll_forever(self, name: str, poll: Callable[[], Any], interval: float) -> None:
         failures = 0
-        while not self._stopping.wait(STREAM_POLL_SECONDS):
+        while not self._stopping.wait(interval):
             try:
-                self._pump.pump_once()
+                poll()
                 failures = 0
             except Exception as error:
                 failures += 1
                 if failures == 1 and not self._stopping.is_set():
-                    say(f"stream pump: {type(error).__name__}: {error}")
+                    say(f"{name}: {type(error).__name__}: {error}")
+
+    def _publish_aws_event(self, event: dict[str, Any]) -> None:
+        """An event an AWS service publishes on the default bus ("ECS Task State Change"): each
+        function whose template rule (an EventBridgeRule event, e.g. SandboxWatchFunction's)
+        matches it is invoked with it. Nothing else happens to it, as in a stack without such rule."""
+        assert self.resources is not None and self._runtime is not None
+        for rule in self.resources.function_rules:
+            if rule.bus != "default" or not event_matches(rule.pattern, event):
+                continue
+            try:
+                self._runtime.invoke(rule.function, event)
+            except FunctionError as error:
+                say(f"{rule.function} failed on {event.get('detail-type')}: {error.error_type}: {error}")
 
     # -- what to print ---------------------------------------------------------------------------
     def describe(self) -> list[str]:
@@ -218,7 +296,9 @@ class LocalStack:
             f"devstack: state in {self.state_dir} (wiped at each start)",
             f"  API            {self.api_url}/conversations   docs: {self.api_url}/docs",
             f"  sandbox API    {self.sandbox_api_url}",
-            f"  AWS (moto)     {self._aws.endpoint_url}",
+            f"  AWS (moto)     {self._aws.endpoint_url}  (region {REGION}, any credentials)",
+            f"  events         bus {self._bus_name()} on the AWS endpoint: CreateConversation from "
+            f"{self._trusted_sources()} creates conversations (docs/events.md)",
             f"  git (GitHub)   {self._git.base_url}user/repo.git  (https://github.com/ is rewritten here)",
             f"                 {self._git.base_url}user/broken-setup.git  (its setup script exits 3)",
             f"  user           {LOCAL_USER_ID}: no Authorization header needed; or "
@@ -226,6 +306,12 @@ class LocalStack:
             f"  LLM            model {model}; API key {key}",
             f"  logs           {self.state_dir / 'logs'}, {self.state_dir / 'sandboxes'}/<task>/bootstrap.log",
         ]
+
+    def _bus_name(self) -> str:
+        return str(self.resources.physical.get("ConversationEventBus", "-")) if self.resources else "-"
+
+    def _trusted_sources(self) -> str:
+        return self.resources.parameters.get("TrustedEventSources", "-") if self.resources else "-"
 
     # -- stop ------------------------------------------------------------------------------------
     def stop(self) -> None:

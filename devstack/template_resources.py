@@ -36,6 +36,30 @@ class FunctionSpec:
     environment: dict[str, str]
 
 
+@dataclass(frozen=True)
+class EventSourceSpec:
+    """A function's `Events` entry of type DynamoDB or SQS: an event source mapping."""
+
+    function: str  # logical id
+    kind: str  # "DynamoDB" or "SQS"
+    source_arn: str  # the stream's or the queue's ARN
+    batch_size: int
+    report_batch_item_failures: bool
+    maximum_retry_attempts: int | None = None  # DynamoDB: None retries until the record expires
+    bisect_batch_on_function_error: bool = False  # DynamoDB
+    on_failure_arn: str | None = None  # DynamoDB: where a batch that used up its retries is described
+
+
+@dataclass(frozen=True)
+class FunctionRuleSpec:
+    """A function's `Events` entry of type EventBridgeRule (or CloudWatchEvent): a rule on a bus
+    whose matching events invoke the function."""
+
+    function: str  # logical id
+    bus: str  # "default" for the account's default bus (where AWS services publish)
+    pattern: dict[str, Any]
+
+
 @dataclass
 class StackResources:
     stack_name: str
@@ -43,7 +67,16 @@ class StackResources:
     physical: dict[str, str] = field(default_factory=dict)  # logical id -> Ref value
     attributes: dict[str, str] = field(default_factory=dict)  # "Logical.Attr" -> value
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    event_sources: list[EventSourceSpec] = field(default_factory=list)
+    function_rules: list[FunctionRuleSpec] = field(default_factory=list)
     list_parameters: frozenset[str] = frozenset()
+
+    def queue_url(self, queue_arn: str) -> str:
+        """The URL of one of the stack's queues, from its ARN."""
+        for logical_id, physical in self.physical.items():
+            if self.attributes.get(f"{logical_id}.Arn") == queue_arn and physical.startswith("http"):
+                return physical
+        raise KeyError(queue_arn)
 
     def ref(self, logical_id: str) -> Any:
         if logical_id in self.parameters:
@@ -129,7 +162,7 @@ def provision(
     *,
     session: boto3.Session | None = None,
 ) -> StackResources:
-    """Create every data, queue, key, cluster and workflow resource of the template."""
+    """Create every data, queue, key, cluster, workflow and event resource of the template."""
     session = session or boto3.Session(region_name=REGION)
     template = load_template()
     resources = StackResources(stack_name, _parameters(template, parameter_overrides or {}))
@@ -166,7 +199,10 @@ def provision(
     for logical_id, spec in definitions.items():
         if spec["Type"] == "AWS::Serverless::StateMachine":
             _create_state_machine(session, logical_id, spec["Properties"], resources, resolver)
+    _set_redrive_policies(session, definitions, resources, resolver)
+    provision_events(session, resources, template)
     _resolve_function_environments(template, resources, resolver)
+    _resolve_event_sources(template, resources, resolver)
     return resources
 
 
@@ -253,14 +289,112 @@ def _create_bucket(session: Any, logical_id: str, _: dict[str, Any], resources: 
     resources.attributes[f"{logical_id}.Arn"] = f"arn:aws:s3:::{name}"
 
 
-def _create_queue(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:
+# Queue properties moto keeps as attributes (RedrivePolicy is set once every queue exists).
+_QUEUE_ATTRIBUTES = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+
+
+def _create_queue(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: Any
+) -> None:
     name = _resource_name(resources.stack_name, logical_id)
     client = session.client("sqs")
-    url = client.create_queue(QueueName=name)["QueueUrl"]
+    attributes = {key: str(resolver.resolve(properties[key])) for key in _QUEUE_ATTRIBUTES if key in properties}
+    url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     resources.physical[logical_id] = url
     resources.attributes[f"{logical_id}.Arn"] = arn
     resources.attributes[f"{logical_id}.QueueName"] = name
+
+
+def _set_redrive_policies(
+    session: Any, definitions: dict[str, Any], resources: StackResources, resolver: TemplateResolver
+) -> None:
+    """A queue's RedrivePolicy names its dead-letter queue, which the template may define later."""
+    client = session.client("sqs")
+    for logical_id, spec in definitions.items():
+        policy = spec.get("Properties", {}).get("RedrivePolicy") if spec["Type"] == "AWS::SQS::Queue" else None
+        if policy:
+            client.set_queue_attributes(
+                QueueUrl=resources.physical[logical_id],
+                Attributes={"RedrivePolicy": json.dumps(resolver.resolve(policy))},
+            )
+
+
+def provision_events(session: Any, resources: StackResources, template: dict[str, Any] | None = None) -> None:
+    """The template's EventBridge buses and rules (patterns and targets resolved), and the queue
+    policies that let the rules send (moto does not enforce them; kept for a faithful copy)."""
+    template = template or load_template()
+    resolver = TemplateResolver(template, resources)
+    events = session.client("events")
+    definitions = template["Resources"]
+    for logical_id, spec in definitions.items():
+        if spec["Type"] == "AWS::Events::EventBus":
+            name = str(resolver.resolve(spec["Properties"]["Name"]))
+            resources.physical[logical_id] = name
+            resources.attributes[f"{logical_id}.Arn"] = events.create_event_bus(Name=name)["EventBusArn"]
+            resources.attributes[f"{logical_id}.Name"] = name
+    for logical_id, spec in definitions.items():
+        if spec["Type"] != "AWS::Events::Rule":
+            continue
+        properties = resolver.resolve(spec["Properties"])
+        name = str(properties.get("Name") or _resource_name(resources.stack_name, logical_id))
+        bus = str(properties.get("EventBusName") or "default")
+        rule: dict[str, Any] = {"Name": name, "EventBusName": bus, "State": properties.get("State", "ENABLED")}
+        if "EventPattern" in properties:
+            rule["EventPattern"] = json.dumps(properties["EventPattern"])
+        if "ScheduleExpression" in properties:
+            rule["ScheduleExpression"] = properties["ScheduleExpression"]
+        if "Description" in properties:
+            rule["Description"] = properties["Description"]
+        arn = events.put_rule(**rule)["RuleArn"]
+        resources.physical[logical_id] = name if bus == "default" else f"{bus}|{name}"
+        resources.attributes[f"{logical_id}.Arn"] = arn
+        targets = [
+            {key: target[key] for key in ("Id", "Arn", "Input", "InputPath") if key in target}
+            for target in properties.get("Targets", [])
+        ]
+        if targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+    sqs = session.client("sqs")
+    for spec in definitions.values():
+        if spec["Type"] != "AWS::SQS::QueuePolicy":
+            continue
+        properties = resolver.resolve(spec["Properties"])
+        for url in properties["Queues"]:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(properties["PolicyDocument"])})
+
+
+def _resolve_event_sources(template: dict[str, Any], resources: StackResources, resolver: TemplateResolver) -> None:
+    """The functions' stream and queue event source mappings (SAM `Events` of type DynamoDB, SQS)
+    and their EventBridge rules (EventBridgeRule, CloudWatchEvent)."""
+    for logical_id, spec in template["Resources"].items():
+        if spec["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in (spec["Properties"].get("Events") or {}).values():
+            kind = event.get("Type")
+            if kind in {"EventBridgeRule", "CloudWatchEvent"} and "Pattern" in event.get("Properties", {}):
+                properties = resolver.resolve(event["Properties"])
+                bus = str(properties.get("EventBusName") or "default")
+                resources.function_rules.append(FunctionRuleSpec(logical_id, bus, dict(properties["Pattern"])))
+                continue
+            if kind not in {"DynamoDB", "SQS"}:
+                continue
+            properties = resolver.resolve(event.get("Properties", {}))
+            on_failure = ((properties.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+            retries = properties.get("MaximumRetryAttempts")
+            resources.event_sources.append(
+                EventSourceSpec(
+                    function=logical_id,
+                    kind=kind,
+                    source_arn=str(properties["Stream"] if kind == "DynamoDB" else properties["Queue"]),
+                    batch_size=int(properties.get("BatchSize", 100 if kind == "DynamoDB" else 10)),
+                    report_batch_item_failures="ReportBatchItemFailures"
+                    in (properties.get("FunctionResponseTypes") or []),
+                    maximum_retry_attempts=None if retries in (None, -1) else int(retries),
+                    bisect_batch_on_function_error=bool(properties.get("BisectBatchOnFunctionError", False)),
+                    on_failure_arn=str(on_failure) if on_failure else None,
+                )
+            )
 
 
 def _create_cluster(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:

@@ -1,14 +1,11 @@
-"""The lifecycle under moto: the real ASL and handlers (tests/integration's WorkflowHarness), plus
-what that harness does not wire yet and the lifecycle needs:
+"""The lifecycle under moto: the real ASL and handlers (tests/integration's WorkflowHarness, whose
+devstack stream pump hands every record to WorkflowStarterFunction and whose provisioning creates
+the template's bus and rules), plus:
 
-- a stream pump that hands *every* record (INSERT, MODIFY, REMOVE) to WorkflowStarterFunction,
-  as the template's event source mapping now does (no FilterCriteria), checkpointing like Lambda
-  (after a batch item failure, reading again from the failed record);
-- the template's EventBridge bus and rules, created in moto from template.yaml;
 - an observer queue subscribed to the bus (a rule on `openhands.conversations`), to read the
   published ConversationStatusChanged events;
-- an SQS poller that hands CreateConversationQueue's messages to EventIntakeFunction as Lambda's
-  SQS event source does (deleting what succeeded, leaving the batch item failures).
+- devstack's SQS event source, polled on demand, handing CreateConversationQueue's messages to
+  EventIntakeFunction as Lambda does (deleting what succeeded, leaving the batch item failures).
 """
 
 from __future__ import annotations
@@ -28,9 +25,8 @@ from conversation_service.dal import aws
 from conversation_service.dal.workflow import WorkflowEngine
 from moto import mock_aws
 
-from devstack.lambda_runtime import FunctionError
-from devstack.stream_pump import StreamPump
-from devstack.template_resources import StackResources, TemplateResolver, load_template
+from devstack.sqs_poller import SqsEventSource
+from devstack.template_resources import StackResources
 from tests.helpers import api_event, make_repository
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
 
@@ -39,71 +35,6 @@ FIRST_MESSAGE = "please fix the flaky test in the parser module"
 USER = "user-1"
 OTHER_USER = "user-2"
 CONVERSATIONS = "/api/conversations"
-
-
-class FullStreamPump(StreamPump):
-    """Every record to the function, as the template's (unfiltered) event source mapping does.
-
-    It asks for a fresh iterator on every poll: moto rolls a cancelled transaction back by putting
-    a deep copy of the table in place, stream shard included, so an iterator taken before a
-    cancelled transaction (a creation at the limit, say) never sees a record again.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resume: dict[str, tuple[str, str | None]] = {}  # shard id -> (iterator type, sequence)
-
-    def pump_once(self) -> int:
-        shards = self._client.describe_stream(StreamArn=self._stream_arn)["StreamDescription"].get("Shards", [])
-        delivered = 0
-        for shard in shards:
-            shard_id = shard["ShardId"]
-            kind, sequence = self._resume.get(shard_id, ("TRIM_HORIZON", None))
-            request = {"StreamArn": self._stream_arn, "ShardId": shard_id, "ShardIteratorType": kind}
-            if sequence is not None:
-                request["SequenceNumber"] = sequence
-            iterator = self._client.get_shard_iterator(**request)["ShardIterator"]
-            response = self._client.get_records(ShardIterator=iterator, Limit=100)
-            records = [self._as_lambda_record(record) for record in response.get("Records", [])]
-            if not records:
-                continue
-            failures = self._deliver(records).get("batchItemFailures") or []
-            if failures:
-                # Lambda checkpoints before the first failure and reads again from it.
-                failed = min((str(item["itemIdentifier"]) for item in failures), key=int)
-                self._resume[shard_id] = ("AT_SEQUENCE_NUMBER", failed)
-                continue
-            last = max((str(record["dynamodb"]["SequenceNumber"]) for record in records), key=int)
-            self._resume[shard_id] = ("AFTER_SEQUENCE_NUMBER", last)
-            delivered += len(records)
-        return delivered
-
-
-def provision_events(session: boto3.Session, resources: StackResources) -> None:
-    """The template's EventBridge bus and rules (targets resolved), in moto."""
-    template = load_template()
-    resolver = TemplateResolver(template, resources)
-    events = session.client("events")
-    definitions = template["Resources"]
-    for logical_id, spec in definitions.items():
-        if spec["Type"] == "AWS::Events::EventBus":
-            name = str(resolver.resolve(spec["Properties"]["Name"]))
-            resources.physical[logical_id] = name
-            resources.attributes[f"{logical_id}.Arn"] = events.create_event_bus(Name=name)["EventBusArn"]
-            resources.attributes[f"{logical_id}.Name"] = name
-    for logical_id, spec in definitions.items():
-        if spec["Type"] != "AWS::Events::Rule":
-            continue
-        properties = resolver.resolve(spec["Properties"])
-        name = f"{resources.stack_name}-{logical_id}"
-        resources.attributes[f"{logical_id}.Arn"] = events.put_rule(
-            Name=name, EventBusName=properties["EventBusName"], EventPattern=json.dumps(properties["EventPattern"])
-        )["RuleArn"]
-        events.put_targets(
-            Rule=name,
-            EventBusName=properties["EventBusName"],
-            Targets=[{"Id": target["Id"], "Arn": target["Arn"]} for target in properties["Targets"]],
-        )
 
 
 @dataclass
@@ -249,42 +180,18 @@ class Lifecycle:
         assert response["FailedEntryCount"] == 0, response
 
     def poll_intake(self) -> dict[str, Any]:
-        """One poll of CreateConversationQueue into EventIntakeFunction, as Lambda's SQS poller."""
-        sqs = self.session.client("sqs")
-        queue_url = self.resources.physical["CreateConversationQueue"]
-        queue_arn = self.resources.attributes["CreateConversationQueue.Arn"]
-        messages = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=5, AttributeNames=["All"], VisibilityTimeout=0
-        ).get("Messages", [])
-        if not messages:
-            return {"batchItemFailures": [], "records": 0}
-        return self.deliver_intake(messages, queue_url, queue_arn)
-
-    def deliver_intake(self, messages: list[dict[str, Any]], queue_url: str, queue_arn: str) -> dict[str, Any]:
-        records = [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": message.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": message["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": "us-east-1",
-            }
-            for message in messages
-        ]
-        try:
-            result = dict(self.harness.runtime.invoke("EventIntakeFunction", {"Records": records}))
-        except FunctionError:
-            return {"batchItemFailures": [{"itemIdentifier": record["messageId"]} for record in records]}
-        failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
-        sqs = self.session.client("sqs")
-        for message in messages:
-            if message["MessageId"] not in failed:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return {**result, "records": len(records)}
+        """One poll of CreateConversationQueue into EventIntakeFunction, as Lambda's SQS poller
+        (failed messages are visible again at once, instead of after the queue's timeout)."""
+        source = SqsEventSource(
+            self.resources.physical["CreateConversationQueue"],
+            self.resources.attributes["CreateConversationQueue.Arn"],
+            self.harness.runtime,
+            "EventIntakeFunction",
+            self.session,
+            batch_size=5,
+            visibility_timeout=0,
+        )
+        return source.poll_once()
 
     def dead_letters(self) -> list[dict[str, Any]]:
         sqs = self.session.client("sqs")
@@ -300,22 +207,14 @@ class Lifecycle:
 @contextmanager
 def lifecycle_stack(monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str] | None = None) -> Iterator[Lifecycle]:
     with mock_aws(config=MOTO_CONFIG):  # type: ignore[arg-type]
-        base = make_harness(monkeypatch, parameters)
-        provision_events(base.session, base.resources)
-        pump = FullStreamPump(
-            base.resources.attributes["ConversationsTable.StreamArn"],
-            base.runtime,
-            "WorkflowStarterFunction",
-            base.session,
-        )
-        harness = WorkflowHarness(base.resources, base.runtime, pump, base.session)
-        sqs = base.session.client("sqs")
+        harness = make_harness(monkeypatch, parameters)
+        sqs = harness.session.client("sqs")
         observer_url = sqs.create_queue(QueueName="status-observer")["QueueUrl"]
         observer_arn = sqs.get_queue_attributes(QueueUrl=observer_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        events = base.session.client("events")
-        bus = base.resources.physical["ConversationEventBus"]
+        events = harness.session.client("events")
+        bus = harness.resources.physical["ConversationEventBus"]
         events.put_rule(
             Name="observe-status", EventBusName=bus, EventPattern=json.dumps({"source": ["openhands.conversations"]})
         )
