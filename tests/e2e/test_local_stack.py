@@ -58,7 +58,13 @@ from tests.e2e.local_stack import (
 
 pytestmark = pytest.mark.e2e
 
-SPEC_PATH = Path(os.environ.get("CONVERSATION_SPEC", "/work/shared/seed/000_704a750d1b4bbd08.txt"))
+# The spec lives in ../shared beside the checkout (as CI lays it out); CONVERSATION_SPEC overrides.
+_SPEC_NAME = "seed/000_704a750d1b4bbd08.txt"
+_SPEC_CANDIDATES = [Path(__file__).resolve().parents[3] / "shared" / _SPEC_NAME, Path("/work/shared") / _SPEC_NAME]
+SPEC_PATH = Path(
+    os.environ.get("CONVERSATION_SPEC")
+    or next((path for path in _SPEC_CANDIDATES if path.exists()), _SPEC_CANDIDATES[0])
+)
 SPEC_BASE_URL = "http://localhost:3000"
 BOOT_TIMEOUT = 90.0
 RUNNING_TIMEOUT = 180.0
