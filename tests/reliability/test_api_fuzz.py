@@ -121,6 +121,7 @@ def test_generated_requests_get_no_5xx_and_schema_conforming_answers(api_stack: 
         given(case=operation.as_strategy())(fuzz)()
 
     summary = f"{app.requests} requests, statuses {dict(app.statuses)}"
+    print(summary)  # shown with -rP: the figure docs/reliability.md quotes
     assert app.requests >= MINIMUM_REQUESTS, summary
     assert not app.server_errors, summary + "\n" + "\n".join(app.server_errors[:5])
     assert not failures, summary + "\n" + "\n\n".join(failures[:10])

@@ -36,8 +36,6 @@ JUSTIFIED = {
     "CKV_AWS_18": "S3 access logs on the context bucket: only the service's roles read it; audit with "
     "CloudTrail data events rather than a log bucket",
     "CKV_AWS_120": "API Gateway caching: every answer is per user and changes by the second",
-    "CKV_AWS_76": "API Gateway access logging: recommended for prod (needs the account's CloudWatch role); "
-    "pending a decision, see docs/reliability.md",
     "CKV_AWS_27": "SQS encryption: the queues use SqsManagedSseEnabled, which checkov does not recognise",
     "CKV_AWS_158": "CloudWatch log group KMS: the logs hold no secrets (tests/reliability/test_isolation.py)",
     "CKV_AWS_65": "ECS container insights: enabled in prod through !If, which checkov cannot evaluate",
