@@ -282,6 +282,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 class LocalApiServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a burst of 50 clients must queue, not be reset (the default is 5)
 
     def __init__(self, port: int, api: LocalRestApi | None) -> None:
         self.api = api

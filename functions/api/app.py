@@ -184,4 +184,5 @@ def openapi_schema() -> dict[str, Any]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    conversation_service().register_lambda_context(context)
     return app.resolve(event, context)

@@ -117,8 +117,9 @@ def test_a_retried_transaction_carries_the_same_client_request_token(
 @pytest.mark.xfail(
     strict=True,
     reason="known: when saving the idempotency record's result fails after the conversation was written, "
-    "the client gets a 500 and the same key answers 409 REQUEST_IN_PROGRESS for the record's whole "
-    "lifetime (24 h: no Lambda context is registered for the in-progress expiry); see docs/reliability.md",
+    "the client gets a 500 and the same key answers 409 REQUEST_IN_PROGRESS until the in-progress record "
+    "expires (now the invocation's remaining time, since the API registers its Lambda context; it was the "
+    "whole 24 h TTL); a retry in that window still cannot get the first result; see docs/reliability.md",
 )
 @pytest.mark.parametrize("kind", PERSISTENT)
 def test_a_failed_idempotency_result_save_is_not_a_lie(api_stack: ApiStack, faults: FaultInjector, kind: str) -> None:

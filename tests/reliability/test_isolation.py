@@ -183,11 +183,7 @@ def test_a_full_run_leaks_no_secret(
     assert re.search(r"[0-9a-f]{64}", places["conversations stream records"]), "only the token's hash is stored"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: with the root (or botocore) logger at DEBUG, botocore logs RunTask's parameters, the sandbox "
-    "token among them; the service does not clamp botocore's logger (docs/reliability.md)",
-)
+# botocore logs call parameters at DEBUG; observability.py keeps the SDK loggers at INFO or above.
 def test_botocore_debug_logging_carries_no_sandbox_token(
     harness: WorkflowHarness, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE_NAME = "conversations"
 METRICS_NAMESPACE = "OpenHandsConversations"
+
+# botocore logs every call's parameters at DEBUG (RunTask's overrides hold the sandbox token):
+# whatever level the service logs at, the AWS SDK and HTTP libraries never go below INFO.
+for _library in ("botocore", "boto3", "urllib3", "s3transfer"):
+    _sdk_logger = logging.getLogger(_library)
+    _sdk_logger.setLevel(max(_sdk_logger.level, logging.INFO))
 
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)

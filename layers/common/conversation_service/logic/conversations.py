@@ -93,7 +93,14 @@ class ConversationService:
         self._verifier = verifier or RepositoryVerifier(config)
         self._new_id = id_factory
         self._sleep = sleep
+        self._idempotency_config: IdempotencyConfig | None = None
         self._create_once = self._make_idempotent_create(idempotency) if idempotency else None
+
+    def register_lambda_context(self, context: Any) -> None:
+        """An in-progress idempotency record then expires with this invocation's remaining time,
+        so a create that crashed mid-way does not block its Idempotency-Key for the whole TTL."""
+        if self._idempotency_config is not None:
+            self._idempotency_config.register_lambda_context(context)
 
     # -- create ------------------------------------------------------------------------------
     def create(
@@ -122,6 +129,7 @@ class ConversationService:
             payload_validation_jmespath="body",
             expires_after_seconds=self._config.idempotency_ttl_seconds,
         )
+        self._idempotency_config = config
 
         @idempotent_function(
             data_keyword_argument="envelope",
