@@ -53,6 +53,9 @@ class ServiceConfig(BaseModel):
     idempotency_ttl_seconds: int = 86400
     setup_script_timeout_seconds: int = 600
     sandbox_start_timeout_seconds: int = 1800
+    # A conversation STARTING and untouched for this long has no workflow left to finish it
+    # (the state machine's own ceiling is 3600 s): the sweeper closes it as ERROR.
+    stale_start_seconds: int = 3900
     # MCP servers every conversation gets, added after the request's (or the user's) own.
     default_mcp_config: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 

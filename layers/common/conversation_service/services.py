@@ -22,6 +22,7 @@ from conversation_service.logic.sandbox_channel import SandboxChannel
 from conversation_service.logic.sandbox_watch import SandboxWatch
 from conversation_service.logic.settings import SettingsService
 from conversation_service.logic.stream_consumer import ConversationStreamConsumer
+from conversation_service.logic.sweeper import StaleStartSweeper
 from conversation_service.logic.workflow import CreationWorkflow
 
 
@@ -111,6 +112,11 @@ def sandbox_watch() -> SandboxWatch:
     return SandboxWatch(conversation_store(), WorkflowEngine(get_config().state_machine_arn))
 
 
+@lru_cache(maxsize=1)
+def stale_start_sweeper() -> StaleStartSweeper:
+    return StaleStartSweeper(get_config(), conversation_store())
+
+
 def reset() -> None:
     """Forget the built services (tests change the environment between cases)."""
     for factory in (
@@ -124,6 +130,7 @@ def reset() -> None:
         stream_consumer,
         event_intake,
         sandbox_watch,
+        stale_start_sweeper,
         get_config,
     ):
         factory.cache_clear()

@@ -91,6 +91,23 @@ class ConversationStore:
         )
         return self._conversation(response["Item"]) if "Item" in response else None
 
+    def starting_not_updated_since(self, cutoff_iso: str, *, limit: int = 500) -> list[Conversation]:
+        """STARTING conversations untouched since `cutoff_iso` (a paginated scan: the sweeper's
+        safety net runs every few minutes and reads only the status and dates it filters on)."""
+        found: list[Conversation] = []
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "conversation_status = :starting AND updated_at < :cutoff",
+            "ExpressionAttributeValues": {":starting": {"S": "STARTING"}, ":cutoff": {"S": cutoff_iso}},
+        }
+        while len(found) < limit:
+            response = client("dynamodb").scan(**request)
+            found += [self._conversation(item) for item in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found[:limit]
+
     def least_recently_active(self, user_id: str) -> Conversation | None:
         response = client("dynamodb").query(
             TableName=self.table_name,

@@ -1,0 +1,16 @@
+"""Scheduled: close conversations stuck STARTING with no workflow left to end them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.observability import logger, tracer
+from conversation_service.services import stale_start_sweeper
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    closed = stale_start_sweeper().sweep()
+    return {"closed": closed}
