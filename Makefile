@@ -77,10 +77,20 @@ sam-validate: $(SAM_VENV)/.installed
 sam-build: $(SAM_VENV)/.installed
 	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(SAM) build --parallel
 
+# Each suite runs in its own pytest process: they start moto in different ways (in-process
+# mocks, moto servers, the whole local stack), and a process per suite keeps one suite's
+# process-wide state (patched moto backends, cached clients) from reaching the next.
 # pytest exits 5 when it collects nothing; say so loudly rather than fail the build on it.
+TEST_SUITES := $(filter-out __pycache__,$(notdir $(patsubst %/,%,$(wildcard tests/*/))))
+
 test: install lint openapi-check sam-validate sam-build
-	$(VENV)/bin/pytest -q tests; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; rc=0; fi; exit $$rc
+	@failed=""; for suite in $(TEST_SUITES); do \
+	  echo "== tests/$$suite"; \
+	  $(VENV)/bin/pytest -q tests/$$suite; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests in tests/$$suite" >&2; rc=0; fi; \
+	  if [ $$rc -ne 0 ]; then failed="$$failed $$suite"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED suites:$$failed" >&2; exit 1; fi
 
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests -m "not e2e and not agent_server"
