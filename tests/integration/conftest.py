@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,9 @@ class WorkflowHarness:
 def make_harness(monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str] | None = None) -> WorkflowHarness:
     aws.client.cache_clear()
     session = boto3.Session(region_name="us-east-1")
-    resources = provision("it", {"SandboxHeartbeatSeconds": "30", **(parameters or {})}, session=session)
+    # A stack name of its own: a moto account another test left behind cannot collide with it.
+    stack_name = f"it{uuid.uuid4().hex[:6]}"
+    resources = provision(stack_name, {"SandboxHeartbeatSeconds": "30", **(parameters or {})}, session=session)
     environment = apply_environment(
         resources,
         {"ALLOW_LOCAL_REPOSITORIES": "true", "SANDBOX_API_URL": "http://127.0.0.1:9/sandbox"},
