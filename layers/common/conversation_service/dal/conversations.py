@@ -247,27 +247,11 @@ class ConversationStore:
         self, conversation_id: str, phase: str, *, at: str, run: int | None = None, **fields: Any
     ) -> bool:
         """Record a workflow phase on a STARTING conversation (timeline entry + runtime status)."""
-        return self._update_if(
-            conversation_id,
-            phase,
-            at,
-            fields,
-            condition="conversation_status = :starting",
-            condition_values={":starting": {"S": "STARTING"}},
-            run=run,
-        )
+        return self._update_if_starting(conversation_id, phase, at, fields, run)
 
     def update_starting(self, conversation_id: str, *, run: int | None = None, **fields: Any) -> bool:
         """Set fields on a conversation that is still STARTING (on run `run`; False if it is not)."""
-        return self._update_if(
-            conversation_id,
-            None,
-            None,
-            fields,
-            condition="conversation_status = :starting",
-            condition_values={":starting": {"S": "STARTING"}},
-            run=run,
-        )
+        return self._update_if_starting(conversation_id, None, None, fields, run)
 
     def claim_context_delivery(
         self, conversation_id: str, sealed_session_api_key: str, *, run: int | None = None
@@ -288,9 +272,15 @@ class ConversationStore:
         self, conversation_id: str, *, at: str, last_active_at: int, run: int | None = None, **fields: Any
     ) -> bool:
         fields = {**fields, "conversation_status": ConversationStatus.RUNNING.value, "last_active_at": last_active_at}
+        return self._update_if_starting(conversation_id, "STATUS$READY", at, fields, run)
+
+    def _update_if_starting(
+        self, conversation_id: str, phase: str | None, at: str | None, fields: dict[str, Any], run: int | None
+    ) -> bool:
+        """Apply the update only while the conversation is still STARTING (on run `run`)."""
         return self._update_if(
             conversation_id,
-            "STATUS$READY",
+            phase,
             at,
             fields,
             condition="conversation_status = :starting",
