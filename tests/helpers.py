@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 
 @dataclass
@@ -31,7 +32,8 @@ def api_event(
     query: dict[str, str] | None = None,
     raw_body: str | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST proxy event as the Lambda integration delivers it."""
+    """An API Gateway REST proxy event as the Lambda integration delivers it: `path` as the client
+    sent it (percent-encoded), `pathParameters` decoded (devstack/api_gateway.py `proxy_event`)."""
     authorizer = {"principalId": user_id, "user_id": user_id} if user_id else None
     return {
         "resource": "/api/{proxy+}",
@@ -41,7 +43,7 @@ def api_event(
         "multiValueHeaders": {},
         "queryStringParameters": query,
         "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
-        "pathParameters": {"proxy": path.removeprefix("/api/")},
+        "pathParameters": {"proxy": unquote(path.removeprefix("/api/"))},
         "stageVariables": None,
         "requestContext": {
             "resourcePath": "/api/{proxy+}",

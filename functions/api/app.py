@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import get_config
 from conversation_service.http_errors import register_error_handlers
+from conversation_service.http_routes import ServiceApiResolver
 from conversation_service.logic.identity import caller_user_id
+from conversation_service.logic.validation import MAX_CONVERSATION_ID_LENGTH
 from conversation_service.models.api import (
     ConversationView,
     CreateConversationRequest,
@@ -34,7 +35,7 @@ from conversation_service.services import conversation_service, lifecycle_servic
 API_TITLE = "OpenHands Conversations API"
 API_VERSION = "1.0.0"
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = ServiceApiResolver(enable_validation=True)
 app.enable_swagger(path="/api/docs", title=API_TITLE, version=API_VERSION)
 register_error_handlers(app)
 
@@ -60,7 +61,10 @@ _START_ERRORS: dict[int, Any] = {
     429: {"description": "Concurrency limit (reject policy)", "content": {"application/json": {"model": ErrorBody}}},
 }
 
-ConversationId = Annotated[str, Path(description="32 hex characters", max_length=200)]
+# Decoded and checked by ServiceApiResolver before the route runs (400 ERROR$INVALID_CONVERSATION_ID).
+ConversationId = Annotated[
+    str, Path(description="32 hex characters, percent-encoded", max_length=MAX_CONVERSATION_ID_LENGTH)
+]
 
 
 def _ok(model: type[Any], errors: dict[int, Any]) -> dict[int, Any]:

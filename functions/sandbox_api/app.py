@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.http_errors import register_error_handlers
+from conversation_service.http_routes import ServiceApiResolver
 from conversation_service.models.context import SandboxContext, SandboxEvent
 from conversation_service.models.domain import Conversation
 from conversation_service.observability import logger, tracer
 from conversation_service.services import sandbox_channel
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = ServiceApiResolver(enable_validation=True)
 register_error_handlers(app)
 
 

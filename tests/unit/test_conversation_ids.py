@@ -18,7 +18,16 @@ from conversation_service.models.errors import InvalidConversationId
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.support import configure_user, conversation_item, create, get_conversation
+from tests.helpers import api_event
+from tests.unit.support import (
+    CONVERSATIONS,
+    ApiResponse,
+    call_api,
+    configure_user,
+    conversation_item,
+    create,
+    get_conversation,
+)
 
 
 def test_ids_are_uuid4_hex(user) -> None:
@@ -77,26 +86,74 @@ def test_a_collision_at_the_limit_also_yields_a_fresh_id(user, tables) -> None:
 
 
 # -- ids in paths --------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("bad_id", "rule"),
-    [
-        ("a" * 101, "longer than 100"),
-        ("abc\x00def", "null byte"),
-        ("abc..def", "invalid path characters"),
-        ("..", "invalid path characters"),
-        ("abc/def", "invalid path characters"),
-        ("abc\\def", "invalid path characters"),
-        ("abc\x01def", "control characters"),
-        ("abc\x1fdef", "control characters"),
-        ("abc\ndef", "control characters"),
-    ],
-)
-def test_invalid_path_ids_are_refused_naming_the_rule(user, bad_id: str, rule: str) -> None:
-    response = get_conversation(bad_id)
+# As a client sends them: the path is percent-encoded, and API Gateway REST delivers it so.
+INVALID_PATH_IDS = [
+    ("abc%01def", "control characters"),
+    ("a%5Cb", "invalid path characters"),
+    ("a%2Fb", "invalid path characters"),
+    ("..", "invalid path characters"),
+    ("%2E%2E", "invalid path characters"),
+    ("abc..def", "invalid path characters"),
+    ("abc%00def", "null byte"),
+    ("abc%0Adef", "control characters"),
+    ("abc%1Fdef", "control characters"),
+    ("abc\\def", "invalid path characters"),  # a backslash some clients leave unencoded
+    ("a" * 101, "longer than 100"),
+    ("a" * 150, "longer than 100"),
+    ("a" * 250, "longer than 100"),
+    ("%61" * 101, "longer than 100"),  # the limit counts decoded characters
+]
+
+
+def _refused_for(response: ApiResponse, rule: str) -> None:
     assert response.status == 400, response.body
     assert response.body["status"] == "error"
     assert response.body["msg_id"] == "ERROR$INVALID_CONVERSATION_ID"
-    assert rule in response.body["message"]
+    assert rule in response.body["message"], response.body
+
+
+@pytest.mark.parametrize(("encoded_id", "rule"), INVALID_PATH_IDS)
+def test_invalid_path_ids_are_refused_naming_the_rule(user, encoded_id: str, rule: str) -> None:
+    _refused_for(get_conversation(encoded_id), rule)
+
+
+def _conversation_routes() -> list[tuple[str, str]]:
+    from api.app import openapi_schema
+
+    return [
+        (method.upper(), path)
+        for path, operations in openapi_schema()["paths"].items()
+        if "{conversation_id}" in path
+        for method in operations
+    ]
+
+
+def test_every_route_with_a_conversation_id_applies_the_rule(user) -> None:
+    """Every route, including ones added later: the resolver checks the parameter by its name,
+    before the body is validated (an invalid body does not turn the answer into 422)."""
+    routes = _conversation_routes()
+    assert len(routes) >= 5, routes
+    for method, template in routes:
+        for encoded_id, rule in INVALID_PATH_IDS:
+            path = template.replace("{conversation_id}", encoded_id)
+            response = call_api(api_event(method, path, raw_body="not json" if method != "GET" else None))
+            assert response.status == 400, (method, path, response.body)
+            _refused_for(response, rule)
+
+
+def test_a_path_no_route_matches_still_names_the_id_rule(user) -> None:
+    _refused_for(call_api(api_event("GET", f"{CONVERSATIONS}/a%5Cb/no-such-action")), "invalid path characters")
+    assert call_api(api_event("GET", f"{CONVERSATIONS}/{uuid.uuid4().hex}/no-such-action")).status == 404
+
+
+def test_an_encoded_valid_id_is_decoded_once(user) -> None:
+    conversation_id = create({}).body["conversation_id"]
+    encoded = "".join(f"%{ord(char):02X}" for char in conversation_id)
+    response = get_conversation(encoded)
+    assert response.status == 200, response.body
+    assert response.body["conversation_id"] == conversation_id
+    # Decoded once: "%2561" is the id "%61", not "a".
+    assert get_conversation("%2561").status == 404
 
 
 def test_a_valid_but_unknown_id_is_not_found(user) -> None:
@@ -151,3 +208,24 @@ def test_validate_conversation_id_follows_the_spec(conversation_id: str) -> None
 @given(st.uuids(version=4))
 def test_every_generated_id_is_valid(value: uuid.UUID) -> None:
     assert validate_conversation_id(value.hex) == value.hex
+
+
+def test_the_local_gateway_builds_events_as_api_gateway_rest_does() -> None:
+    """devstack: `path` keeps the client's encoding, `pathParameters` are decoded."""
+    from devstack.api_gateway import Route, proxy_event
+
+    event = proxy_event(
+        method="GET",
+        target="/api/conversations/a%2Fb%01c?limit=5",
+        headers=[("Host", "127.0.0.1")],
+        body=b"",
+        route=Route("/api/", "/api/{proxy+}", "ApiFunction", None),
+        stage="dev",
+        source_ip="127.0.0.1",
+        domain="127.0.0.1",
+        authorizer=None,
+    )
+    assert event["path"] == "/api/conversations/a%2Fb%01c"
+    assert event["requestContext"]["path"] == "/dev/api/conversations/a%2Fb%01c"
+    assert event["pathParameters"] == {"proxy": "conversations/a/b\x01c"}
+    assert event["queryStringParameters"] == {"limit": "5"}

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.http_routes import decode_path_parameters
 from conversation_service.models.errors import InvalidConversationId, ServiceError
 from conversation_service.observability import logger, metrics, record_rejection
 
@@ -59,13 +59,13 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.not_found
     def handle_not_found(_: Exception) -> Response[str]:
+        # A path no route matches may still start with a conversation id: the id's rule answers
+        # first, as on the routes (`/api/conversations/a%01b/unknown` is 400, not 404).
         path = app.current_event.path or ""
         if path.startswith(CONVERSATION_PATH_PREFIX):
-            remainder = path[len(CONVERSATION_PATH_PREFIX) :]
-            for suffix in ("/stop", "/start"):
-                remainder = remainder.removesuffix(suffix)
+            first_segment = path[len(CONVERSATION_PATH_PREFIX) :].split("/", 1)[0]
             try:
-                validate_conversation_id(remainder)
+                decode_path_parameters({"conversation_id": first_segment})
             except InvalidConversationId as invalid:
                 return error_response(400, invalid.message, invalid.msg_id)
         return error_response(404, "Not found", "ERROR$NOT_FOUND")

@@ -29,7 +29,6 @@ from conversation_service.dal.conversations import (
 from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
-from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.models.api import (
     ConversationView,
     CreateConversationRequest,
@@ -278,7 +277,7 @@ class ConversationService:
 
     # -- read --------------------------------------------------------------------------------
     def get_owned(self, user_id: str, conversation_id: str) -> Conversation:
-        validate_conversation_id(conversation_id)
+        # conversation_id is decoded and validated at the HTTP boundary (http_routes.py).
         conversation = self._conversations.get(conversation_id)
         if conversation is None or conversation.user_id != user_id:
             raise ConversationNotFound()

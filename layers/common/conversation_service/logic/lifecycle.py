@@ -33,7 +33,6 @@ from conversation_service.dal.page_tokens import PageTokenInvalid, PageTokenSeal
 from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.conversations import TOO_MANY_CONVERSATIONS, limit_error, usable_settings
-from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus
 from conversation_service.models.errors import (
     ConversationConflict,
@@ -75,7 +74,7 @@ class LifecycleService:
 
     # -- reading -----------------------------------------------------------------------------
     def owned(self, user_id: str, conversation_id: str, *, consistent: bool = True) -> Conversation:
-        validate_conversation_id(conversation_id)
+        # conversation_id is decoded and validated at the HTTP boundary (http_routes.py).
         conversation = self._conversations.get(conversation_id, consistent=consistent)
         if conversation is None or conversation.user_id != user_id:
             raise ConversationNotFound()
