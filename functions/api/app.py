@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from conversation_service.config import get_config
+from conversation_service.config import get_config, require_environment
 from conversation_service.http_errors import register_error_handlers
 from conversation_service.http_routes import ServiceApiResolver
 from conversation_service.logic.identity import caller_user_id
@@ -21,6 +21,7 @@ from conversation_service.models.api import (
     SettingsView,
 )
 from conversation_service.models.domain import ConversationTrigger
+from conversation_service.models.environment import ApiEnvironment
 from conversation_service.models.lifecycle import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -31,6 +32,9 @@ from conversation_service.models.lifecycle import (
 )
 from conversation_service.observability import logger, metrics, tracer
 from conversation_service.services import conversation_service, lifecycle_service, settings_service
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(ApiEnvironment)
 
 API_TITLE = "OpenHands Conversations API"
 API_VERSION = "1.0.0"

@@ -13,9 +13,14 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerTokenEvent,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.config import require_environment
 from conversation_service.logic.identity import api_key_hash
+from conversation_service.models.environment import AuthorizerEnvironment
 from conversation_service.observability import logger
 from conversation_service.services import user_store
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(AuthorizerEnvironment)
 
 BEARER = "bearer "
 

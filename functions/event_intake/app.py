@@ -12,8 +12,13 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.config import require_environment
+from conversation_service.models.environment import EventIntakeEnvironment
 from conversation_service.observability import logger, tracer
 from conversation_service.services import event_intake
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(EventIntakeEnvironment)
 
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.config import require_environment
 from conversation_service.logic.runs import run_of_execution
+from conversation_service.models.environment import LaunchSandboxEnvironment
 from conversation_service.observability import logger, tracer
 from conversation_service.services import creation_workflow
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(LaunchSandboxEnvironment)
 
 
 @logger.inject_lambda_context(correlation_id_path="conversation_id", log_event=False)

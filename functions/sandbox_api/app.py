@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.config import require_environment
 from conversation_service.http_errors import register_error_handlers
 from conversation_service.http_routes import ServiceApiResolver
 from conversation_service.models.context import SandboxContext, SandboxEvent
 from conversation_service.models.domain import Conversation
+from conversation_service.models.environment import SandboxApiEnvironment
 from conversation_service.observability import logger, tracer
 from conversation_service.services import sandbox_channel
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(SandboxApiEnvironment)
 
 app = ServiceApiResolver(enable_validation=True)
 register_error_handlers(app)

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.config import require_environment
 from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.models.environment import SandboxWatchEnvironment
 from conversation_service.models.errors import InvalidConversationId
 from conversation_service.observability import logger, tracer
 from conversation_service.services import sandbox_watch
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(SandboxWatchEnvironment)
 
 
 def _exit_code(detail: dict[str, Any]) -> int | None:

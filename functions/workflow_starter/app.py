@@ -11,9 +11,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from conversation_service.config import require_environment
 from conversation_service.logic.stream_consumer import StreamChange
+from conversation_service.models.environment import WorkflowStarterEnvironment
 from conversation_service.observability import logger, tracer
 from conversation_service.services import stream_consumer
+
+# Checked while Lambda imports the module: a missing variable fails the cold start, named.
+ENVIRONMENT = require_environment(WorkflowStarterEnvironment)
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from conversation_service.models.environment import FunctionEnvironment
+from conversation_service.models.errors import InvalidEnvironment
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -120,3 +124,21 @@ class ServiceConfig(BaseModel):
 @lru_cache(maxsize=1)
 def get_config() -> ServiceConfig:
     return ServiceConfig.from_environment()
+
+
+def require_environment[Environment: FunctionEnvironment](
+    model: type[Environment], environ: Mapping[str, str] | None = None
+) -> Environment:
+    """The function's required variables (models/environment.py), checked at import: the cold
+    start fails naming every variable that is missing, empty or malformed (values are not echoed)."""
+    env = os.environ if environ is None else environ
+    missing = [name for name in model.model_fields if not env.get(name, "").strip()]
+    if missing:
+        raise InvalidEnvironment(
+            f"{model.__name__}: required environment variable(s) missing or empty: {', '.join(missing)}"
+        )
+    try:
+        return model.model_validate({name: env[name] for name in model.model_fields})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+        raise InvalidEnvironment(f"{model.__name__}: malformed environment variable(s): {problems}") from None

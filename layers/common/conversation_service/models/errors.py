@@ -9,6 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class InvalidEnvironment(RuntimeError):
+    """A function was deployed without a variable it needs: raised while Lambda imports it."""
+
+
 class ServiceError(Exception):
     status_code = 400
     msg_id = "ERROR$UNKNOWN"

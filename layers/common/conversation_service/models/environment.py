@@ -1,0 +1,86 @@
+"""The environment each function cannot run without, one model per function.
+
+Each `functions/<name>/app.py` checks its model when Lambda imports it (the INIT phase,
+`config.require_environment`): a missing or empty variable fails the cold start with a message
+naming it, instead of surfacing as a confusing AWS error on the first call (a table called
+"conversations", a `StopTask` on the default cluster). Optional settings with a sound default
+(limits, timeouts, hosts) stay in `config.ServiceConfig` only.
+
+tests/unit/test_environment.py checks that the template gives every function what its model
+requires, and that each function really refuses to start without each variable.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+Name = Annotated[str, StringConstraints(min_length=1)]
+Arn = Annotated[str, StringConstraints(pattern=r"^arn:")]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://")]
+CommaList = Annotated[str, StringConstraints(pattern=r"[^,\s]")]  # at least one item
+
+
+class FunctionEnvironment(BaseModel):
+    """Field names are the variables' names."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class StoreEnvironment(FunctionEnvironment):
+    CONVERSATIONS_TABLE: Name
+    USERS_TABLE: Name
+
+
+class AuthorizerEnvironment(FunctionEnvironment):
+    USERS_TABLE: Name
+
+
+class ApiEnvironment(StoreEnvironment):
+    IDEMPOTENCY_TABLE: Name
+    CONTEXT_BUCKET: Name
+    SECRETS_KEY_ID: Name
+
+
+class WorkflowStarterEnvironment(StoreEnvironment):
+    CONTEXT_BUCKET: Name
+    STATE_MACHINE_ARN: Arn
+    SANDBOX_CLUSTER_ARN: Arn  # stops the sandbox of a conversation that was closed
+    EVENT_BUS_NAME: Name
+
+
+class InitializeContextEnvironment(StoreEnvironment):
+    CONTEXT_BUCKET: Name
+    SECRETS_KEY_ID: Name
+
+
+class LaunchSandboxEnvironment(StoreEnvironment):
+    SANDBOX_CLUSTER_ARN: Arn
+    SANDBOX_TASK_DEFINITION_ARN: Arn
+    SANDBOX_SUBNET_IDS: CommaList
+    SANDBOX_SECURITY_GROUP_IDS: CommaList
+    SANDBOX_API_URL: Url
+
+
+class StopsSandboxEnvironment(StoreEnvironment):
+    """MarkRunning and RecordFailure: they stop the task of a conversation that is closed."""
+
+    SANDBOX_CLUSTER_ARN: Arn
+
+
+class SandboxApiEnvironment(StoreEnvironment):
+    CONTEXT_BUCKET: Name
+    SECRETS_KEY_ID: Name
+
+
+class EventIntakeEnvironment(ApiEnvironment):
+    CREATE_CONVERSATION_DLQ_URL: Url
+
+
+class SandboxWatchEnvironment(StoreEnvironment):
+    pass
+
+
+class StaleStartSweeperEnvironment(StoreEnvironment):
+    pass
