@@ -1,7 +1,8 @@
 """`python -m devstack` (`make dev`): the whole service on 127.0.0.1 until Ctrl-C.
 
-LLM_MODEL and LLM_API_KEY (environment) become the local user's settings; placeholders when unset
-(conversations then start, but the agent cannot talk to an LLM).
+LLM_MODEL, LLM_API_KEY and LLM_BASE_URL (environment) become the local user's settings; placeholders
+when unset (conversations then start, but the agent cannot talk to an LLM). For a model that answers
+with scripted tool calls: `python -m devstack.scripted_model` and the LLM_* values it prints.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         llm_model=os.environ.get("LLM_MODEL") or None,
         # Read once, then out of the environment: it reaches sandboxes only through the sealed settings.
         llm_api_key=os.environ.pop("LLM_API_KEY", None) or None,
+        llm_base_url=os.environ.get("LLM_BASE_URL") or None,
     )
     stop = threading.Event()
 

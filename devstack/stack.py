@@ -59,6 +59,8 @@ class StackOptions:
     state_dir: Path = ROOT / ".devstack"
     llm_model: str | None = None
     llm_api_key: str | None = None
+    llm_base_url: str | None = None
+    """An OpenAI-compatible server (e.g. `python -m devstack.scripted_model`); None: the provider's own."""
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -202,6 +204,7 @@ class LocalStack:
             SettingsUpdate(
                 llm_model=self.options.llm_model or PLACEHOLDER_MODEL,
                 llm_api_key=self.options.llm_api_key or PLACEHOLDER_API_KEY,
+                llm_base_url=self.options.llm_base_url,
             ),
         )
         self.api_key = f"devstack-{secrets.token_urlsafe(24)}"
@@ -303,7 +306,8 @@ class LocalStack:
             f"                 {self._git.base_url}user/broken-setup.git  (its setup script exits 3)",
             f"  user           {LOCAL_USER_ID}: no Authorization header needed; or "
             f"'Authorization: Bearer {self.api_key}'",
-            f"  LLM            model {model}; API key {key}",
+            f"  LLM            model {model}; API key {key}"
+            + (f"; base URL {self.options.llm_base_url}" if self.options.llm_base_url else ""),
             f"  logs           {self.state_dir / 'logs'}, {self.state_dir / 'sandboxes'}/<task>/bootstrap.log",
         ]
 

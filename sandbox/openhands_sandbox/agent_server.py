@@ -51,6 +51,8 @@ class AgentServerLaunch:
     Keep it short: a unix socket path is limited to about 100 bytes."""
     env: Mapping[str, str]
     """Clean environment (no sandbox credentials); the session key is added here."""
+    webhooks: tuple[dict[str, Any], ...] = ()
+    """``WebhookSpec``s of the agent-server's config (the bootstrap's event relay)."""
 
 
 class AgentServer:
@@ -209,6 +211,7 @@ def agent_server_environment(launch: AgentServerLaunch) -> dict[str, str]:
         "OH_BASH_EVENTS_DIR": str(state / "bash_events"),
         "OH_WORKSPACE_PATH": str(launch.working_dir),
         "TMUX_TMPDIR": str(launch.tmux_dir),
+        **({"OH_WEBHOOKS": json.dumps(list(launch.webhooks))} if launch.webhooks else {}),
     }
 
 
@@ -263,11 +266,11 @@ def agent_settings(context: ConversationContext) -> dict[str, Any]:
 
 
 def initial_message(message: FirstMessage) -> dict[str, Any]:
-    """``SendMessageRequest``: the first message as text plus one image item, not run."""
+    """``SendMessageRequest``: the first message as text plus one image item; the agent acts on it."""
     content: list[dict[str, Any]] = [{"type": "text", "text": message.text}]
     if message.image_urls:
         content.append({"type": "image", "image_urls": list(message.image_urls)})
-    return {"role": "user", "content": content, "run": False}
+    return {"role": "user", "content": content, "run": True}
 
 
 def confirmation_policy(context: ConversationContext) -> dict[str, str]:

@@ -37,9 +37,11 @@ from openhands_sandbox.errors import (
 )
 from openhands_sandbox.git import Git
 from openhands_sandbox.heartbeat import Heartbeat
+from openhands_sandbox.inbox import AgentConversation, InboxPoller
 from openhands_sandbox.lifecycle import StopController, install_stop_signal_handlers
 from openhands_sandbox.logs import Redactor, configure_logging, fields
 from openhands_sandbox.processes import clean_environment
+from openhands_sandbox.relay import EventRelay
 from openhands_sandbox.settings import SandboxSettings, SettingsError
 from openhands_sandbox.workspace import (
     Workspace,
@@ -49,10 +51,13 @@ from openhands_sandbox.workspace import (
     prepare_workspace,
     run_setup_script,
 )
+from openhands_sandbox.workspace_report import GitRunner, WorkspacePublisher
 
 log = logging.getLogger("openhands_sandbox.bootstrap")
 
 SUPERVISE_POLL_SECONDS = 0.5
+RELAY_DRAIN_SECONDS = 10.0
+"""At the end, how long the relay may take to forward what the agent-server posted last."""
 
 
 class ExitCode(IntEnum):
@@ -86,6 +91,8 @@ class Bootstrap:
         self.redactor = redactor
         self.secrets: list[str] = [settings.token]
         self.agent_server: AgentServer | None = None
+        self.relay: EventRelay | None = None
+        self.inbox: InboxPoller | None = None
 
     def run(self) -> int:
         heartbeat = Heartbeat(
@@ -147,17 +154,46 @@ class Bootstrap:
         microagents = self.set_up_git_hooks(workspace)
 
         self.enter(Phase.STARTING_AGENT_SERVER)
+        relay = self.start_relay(context)
         agent_server = self.start_agent_server(context, workspace.path, scratch_dir)
+        commit = head_commit(git, workspace.path)
+        relay.before_stopped_status = WorkspacePublisher(
+            self.client,
+            workspace.path,
+            commit,
+            GitRunner(env=self.child_environment()),
+            self.settings.workspace_diff_cap_bytes,
+        ).publish
         report = ReadyReport(
             agent_server_url=self.agent_server_url(),
             agent_conversation_id=agent_server.create_conversation(start_conversation_request(context, workspace.path)),
             workspace_dir=str(workspace.path),
-            commit=head_commit(git, workspace.path),
+            commit=commit,
             microagents=microagents,
         )
         self.stop.raise_if_requested()
         self.client.send_ready(report)
+        self.start_inbox(agent_server, report.agent_conversation_id, context.session_api_key)
         return StartedRuntime(agent_server, report)
+
+    def start_relay(self, context: ConversationContext) -> EventRelay:
+        """The webhook relay, before the agent-server: its URL is in the agent-server's config."""
+        self.relay = EventRelay(
+            self.client,
+            context.session_api_key,
+            on_rejected=lambda: self.stop.request(StopReason.REJECTED),
+        )
+        self.relay.start()
+        return self.relay
+
+    def start_inbox(self, agent_server: AgentServer, agent_conversation_id: str, session_api_key: str) -> None:
+        self.inbox = InboxPoller(
+            self.client,
+            AgentConversation(agent_server.local_url, agent_conversation_id, session_api_key),
+            on_rejected=lambda: self.stop.request(StopReason.REJECTED),
+            wait_seconds=self.settings.inbox_wait_seconds,
+        )
+        self.inbox.start()
 
     def set_up_workspace(self, context: ConversationContext, git: Git, scratch_dir: Path) -> Workspace:
         workspace = prepare_workspace(
@@ -227,6 +263,7 @@ class Bootstrap:
                 state_dir=scratch_dir / "agent-server",
                 tmux_dir=short_temporary_directory("oh-tmux-"),
                 env=self.child_environment(),
+                webhooks=(self.relay.webhook_spec(),) if self.relay is not None else (),
             )
         )
         self.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
@@ -270,8 +307,14 @@ class Bootstrap:
         return ExitCode.STOPPED if reason is StopReason.SIGNAL else ExitCode.CONTROL_PLANE_GONE
 
     def stop_children(self) -> None:
+        """The inbox first (nothing new reaches the agent), then the agent-server, whose last
+        events the relay forwards before it closes."""
+        if self.inbox is not None:
+            self.inbox.stop()
         if self.agent_server is not None:
             self.agent_server.stop()
+        if self.relay is not None:
+            self.relay.close(RELAY_DRAIN_SECONDS)
 
 
 def short_temporary_directory(prefix: str) -> Path:

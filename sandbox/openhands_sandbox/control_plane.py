@@ -1,11 +1,14 @@
-"""Client of the sandbox callback API: fetch the context, post events."""
+"""Client of the sandbox callback API: the context, phase events, and the channel to a running
+conversation (agent events and status out, inbox in, the workspace report)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
 import urllib.error
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,6 +44,14 @@ class ControlPlaneRejected(Exception):
 
 class ControlPlaneUnavailable(Exception):
     """The callback API could not be reached, or kept failing, or answered nonsense."""
+
+
+class ControlPlaneRefused(ControlPlaneUnavailable):
+    """A final answer other than 401/409 (400, 404, 413...): sending the same again cannot help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -101,14 +112,50 @@ class ControlPlaneClient:
         }
         self._send_event(self._redactor.redact_value(event))
 
+    # --- the channel to a running conversation: one attempt each, the callers retry --------
+
+    def post_agent_events(self, events: list[dict[str, Any]]) -> None:
+        """``POST /v1/agent-events``: agent-server events, oldest first (idempotent on ``id``)."""
+        self._call("POST", "/v1/agent-events", {"events": events}, 1)
+
+    def post_agent_conversation(self, info: dict[str, Any]) -> None:
+        """``POST /v1/agent-conversation``: the agent's execution status (and conversation info)."""
+        self._call("POST", "/v1/agent-conversation", info, 1)
+
+    def fetch_inbox(self, wait_seconds: float) -> list[dict[str, Any]]:
+        """``GET /v1/inbox?wait=N``: messages and confirmations not yet acknowledged, oldest first."""
+        answer = self._call(
+            "GET", f"/v1/inbox?wait={int(wait_seconds)}", None, 1, timeout=wait_seconds + REQUEST_TIMEOUT_SECONDS
+        )
+        items = answer.get("items") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ControlPlaneUnavailable("GET /v1/inbox answered without an item list")
+        return items
+
+    def ack_inbox_item(self, item_id: str) -> None:
+        """``POST /v1/inbox/{item_id}/ack`` (idempotent)."""
+        self._call("POST", f"/v1/inbox/{urllib.parse.quote(item_id, safe='')}/ack", {}, 1)
+
+    def post_workspace(self, report: dict[str, Any]) -> None:
+        """``POST /v1/workspace``: what the agent changed (docs/sandbox-protocol.md)."""
+        self._call("POST", "/v1/workspace", report, 1)
+
     def _send_event(self, event: dict[str, Any], *, attempts: int | None = None) -> None:
         self._call("POST", "/v1/events", event, attempts or self._attempts)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, attempts: int) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        attempts: int,
+        *,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> Any:
         last_problem = "no attempt made"
         for attempt in range(1, attempts + 1):
             try:
-                return self._request_once(method, path, body)
+                return self._request_once(method, path, body, timeout)
             except _RetryableProblem as problem:
                 last_problem = str(problem)
                 log.warning(
@@ -119,7 +166,7 @@ class ControlPlaneClient:
                 self._sleep(self._backoff_seconds * 2 ** (attempt - 1))
         raise ControlPlaneUnavailable(f"{method} {path} failed: {last_problem}")
 
-    def _request_once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    def _request_once(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = http_request(
             self._api_url + path,
@@ -132,11 +179,11 @@ class ControlPlaneClient:
             },
         )
         try:
-            with open_http(request, REQUEST_TIMEOUT_SECONDS) as response:
+            with open_http(request, timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
             raise _problem_for_status(error.code, method, path) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
             raise _RetryableProblem(f"cannot reach the callback API: {error}") from None
         try:
             return json.loads(payload) if payload else None
@@ -153,4 +200,4 @@ def _problem_for_status(status: int, method: str, path: str) -> Exception:
         return ControlPlaneRejected(status)
     if status in RETRYABLE_STATUSES:
         return _RetryableProblem(f"HTTP {status}")
-    return ControlPlaneUnavailable(f"{method} {path} answered HTTP {status}")
+    return ControlPlaneRefused(status, f"{method} {path} answered HTTP {status}")

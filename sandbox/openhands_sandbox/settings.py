@@ -33,6 +33,10 @@ class SandboxSettings:
     git_fetch_depth: int
     """Depth of the clone; 0 fetches the whole history."""
     git_timeout_seconds: float
+    inbox_wait_seconds: float = 20.0
+    """Long-poll wait of ``GET /v1/inbox`` (the API's maximum is 20)."""
+    workspace_diff_cap_bytes: int = 512 * 1024
+    """Largest unified diff sent in a workspace report (cut at a line, flagged as truncated)."""
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> SandboxSettings:
@@ -64,6 +68,8 @@ class SandboxSettings:
             agent_server_ready_timeout_seconds=_number(environ, "AGENT_SERVER_READY_TIMEOUT_SECONDS", 120.0),
             git_fetch_depth=_integer(environ, "SANDBOX_GIT_FETCH_DEPTH", 1, minimum=0),
             git_timeout_seconds=_number(environ, "SANDBOX_GIT_TIMEOUT_SECONDS", 600.0),
+            inbox_wait_seconds=min(_number(environ, "SANDBOX_INBOX_WAIT_SECONDS", 20.0), 20.0),
+            workspace_diff_cap_bytes=_integer(environ, "SANDBOX_WORKSPACE_DIFF_CAP_BYTES", 512 * 1024, minimum=1024),
         )
 
 

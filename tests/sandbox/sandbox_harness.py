@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -268,20 +270,34 @@ class _ControlPlaneHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if not self._authorized():
             return
-        if self.path != "/sandbox/v1/context":
+        path, _, query = self.path.partition("?")
+        if path == "/sandbox/v1/context":
+            self._answer(200, self.server.context)
+        elif path == "/sandbox/v1/inbox":
+            wait = float(urllib.parse.parse_qs(query).get("wait", ["0"])[0])
+            self._answer(*self.server.poll_inbox(min(wait, 20.0)))
+        else:
             self._answer(404, {"error": "not found"})
-            return
-        self._answer(200, self.server.context)
 
     def do_POST(self) -> None:
         if not self._authorized():
             return
-        if self.path != "/sandbox/v1/events":
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"null")
+        path = self.path
+        if path == "/sandbox/v1/events":
+            status = self.server.record(body)
+            self._answer(status, {"status": "ok"} if status == 200 else {"error": "conflict"})
+        elif path == "/sandbox/v1/agent-events":
+            self._answer(*self.server.store_agent_events(body["events"]))
+        elif path == "/sandbox/v1/agent-conversation":
+            self._answer(*self.server.store_agent_status(body))
+        elif path == "/sandbox/v1/workspace":
+            self._answer(*self.server.store_workspace(body))
+        elif path.startswith("/sandbox/v1/inbox/") and path.endswith("/ack"):
+            item_id = urllib.parse.unquote(path.removeprefix("/sandbox/v1/inbox/").removesuffix("/ack"))
+            self._answer(*self.server.ack(item_id))
+        else:
             self._answer(404, {"error": "not found"})
-            return
-        event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        status = self.server.record(event)
-        self._answer(status, {"status": "ok"} if status == 200 else {"error": "conflict"})
 
     def _authorized(self) -> bool:
         if self.headers.get("Authorization") == f"Bearer {self.server.token}":
@@ -291,18 +307,28 @@ class _ControlPlaneHandler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, body: Any) -> None:
         payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sandbox ended while a long poll was open
+
+
+FAILURE = (500, {"status": "error", "message": "injected failure"})
 
 
 class ControlPlaneDouble(ThreadingHTTPServer):
-    """Serves one conversation's context and records its events.
+    """Serves one conversation's context and records its events; the other side of the channel
+    to a running conversation (agent events and status, inbox, workspace) as CONTRACTS.md says.
 
     ``stop_at_phase``: answer 409 from that phase event on (the conversation was stopped
     meanwhile), which ends a bootstrap right before it does that phase.
+    ``fail_share``: per channel (``agent-events``, ``agent-conversation``, ``inbox``, ``ack``,
+    ``workspace``), the share of calls answered 500; half of the failed writes are stored
+    before the 500 (the answer is lost, not the write), as a real outage may do.
     """
 
     daemon_threads = True
@@ -314,6 +340,16 @@ class ControlPlaneDouble(ThreadingHTTPServer):
         self.stop_at_phase: str | None = None
         self.reject_heartbeats = False
         self.events: list[Event] = []
+        self.agent_events: dict[str, Event] = {}
+        self.agent_event_arrivals: list[str] = []
+        self.agent_statuses: list[dict[str, Any]] = []
+        self.workspaces: list[dict[str, Any]] = []
+        self.inbox: list[dict[str, Any]] = []
+        self.acknowledged: set[str] = set()
+        self.fail_share: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self._random = random.Random(12)
         self._changed = threading.Condition()
         self._stopped = False
 
@@ -330,6 +366,88 @@ class ControlPlaneDouble(ThreadingHTTPServer):
             if self._stopped or (self.reject_heartbeats and event.get("type") == "heartbeat"):
                 return 409
             return 200
+
+    # --- the channel --------------------------------------------------------------------------
+
+    def _fails(self, channel: str) -> tuple[bool, bool]:
+        """(answer 500, store first) for this call of ``channel``; under the lock."""
+        self.calls[channel] = self.calls.get(channel, 0) + 1
+        if self._random.random() >= self.fail_share.get(channel, 0.0):
+            return False, True
+        self.failures[channel] = self.failures.get(channel, 0) + 1
+        return True, self._random.random() < 0.5
+
+    def store_agent_events(self, events: list[Event]) -> tuple[int, Any]:
+        with self._changed:
+            fail, store = self._fails("agent-events")
+            stored = 0
+            if store:
+                for event in events:
+                    if event["id"] not in self.agent_events:
+                        self.agent_event_arrivals.append(event["id"])
+                        stored += 1
+                    self.agent_events[event["id"]] = event
+                self._changed.notify_all()
+            return FAILURE if fail else (200, {"status": "ok", "stored": stored})
+
+    def store_agent_status(self, info: dict[str, Any]) -> tuple[int, Any]:
+        with self._changed:
+            fail, store = self._fails("agent-conversation")
+            if store:
+                self.agent_statuses.append(info)
+                self._changed.notify_all()
+            return FAILURE if fail else (200, {"status": "ok"})
+
+    def store_workspace(self, report: dict[str, Any]) -> tuple[int, Any]:
+        with self._changed:
+            fail, store = self._fails("workspace")
+            if store:
+                self.workspaces.append(report)
+                self._changed.notify_all()
+            return FAILURE if fail else (200, {"status": "ok"})
+
+    def push(self, item: dict[str, Any]) -> str:
+        """Queue an inbox item (``{"kind": "message", "text": ...}`` or a confirmation); its id."""
+        with self._changed:
+            item_id = f"item-{len(self.inbox) + 1:04d}"
+            self.inbox.append({"item_id": item_id, **item})
+            self._changed.notify_all()
+            return item_id
+
+    def poll_inbox(self, wait: float) -> tuple[int, Any]:
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while True:
+                pending = [item for item in self.inbox if item["item_id"] not in self.acknowledged]
+                remaining = deadline - time.monotonic()
+                if pending or remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            fail, _ = self._fails("inbox")
+            return FAILURE if fail else (200, {"items": pending})
+
+    def ack(self, item_id: str) -> tuple[int, Any]:
+        with self._changed:
+            fail, store = self._fails("ack")
+            if store:
+                self.acknowledged.add(item_id)
+                self._changed.notify_all()
+            return FAILURE if fail else (200, {"status": "ok"})
+
+    def agent_transcript(self) -> list[Event]:
+        """Stored agent events as the service orders them: by timestamp, then arrival."""
+        with self._changed:
+            arrival = {event_id: index for index, event_id in enumerate(self.agent_event_arrivals)}
+            return sorted(self.agent_events.values(), key=lambda e: (e["timestamp"], arrival[e["id"]]))
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"timed out waiting for {what}")
+                self._changed.wait(min(remaining, 0.5))
 
     def phases(self) -> list[str]:
         return [e["phase"] for e in list(self.events) if e.get("type") == "phase"]
