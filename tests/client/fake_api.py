@@ -110,6 +110,10 @@ class FakeConversationsApi:
         }
         self.secrets: dict[str, Any] = {"llm_api_key": "sk-initial", "provider_tokens": {}}
         self.quota_limit = 3
+        self.changed = threading.Condition(self.lock)
+        self.agent_events: dict[str, list[dict[str, Any]]] = {}  # per conversation, oldest first
+        self.messages: dict[str, list[dict[str, Any]]] = {}  # what POST .../messages and .../confirm took
+        self.workspaces: dict[str, dict[str, Any]] = {}
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
 
@@ -146,6 +150,17 @@ class FakeConversationsApi:
             view.update(step.fields)
             ConversationView.model_validate(view)
             return True
+
+    def add_agent_event(self, conversation_id: str, kind: str, source: str, **event: Any) -> dict[str, Any]:
+        """An event of the agent's transcript, in the service's envelope around the agent-server's JSON."""
+        with self.changed:
+            events = self.agent_events.setdefault(conversation_id, [])
+            timestamp = now_iso()
+            body = {"id": uuid.uuid4().hex, "timestamp": timestamp, "source": source, "kind": kind, **event}
+            envelope = {"id": body["id"], "timestamp": timestamp, "source": source, "kind": kind, "event": body}
+            events.append(envelope)
+            self.changed.notify_all()
+            return envelope
 
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         return [request for request in self.requests if request.method == method and request.path == path]
@@ -219,7 +234,7 @@ class FakeConversationsApi:
             available = max(0, self.quota_limit - active)
             return 200, {"limit": self.quota_limit, "active": active, "available": available, "policy": "close_oldest"}
         if len(route) in (2, 3) and route[0] == "conversations":
-            return self._conversation(method, route[1], route[2] if len(route) == 3 else None, body)
+            return self._conversation(method, route[1], route[2] if len(route) == 3 else None, body, query)
         return _error(404, "Not found", "ERROR$NOT_FOUND")
 
     def _create(self, body: Any) -> tuple[int, Any]:
@@ -264,7 +279,48 @@ class FakeConversationsApi:
         next_page_id = base64.urlsafe_b64encode(f"{filters}#{start + limit}".encode()).decode() if more else None
         return 200, {"results": page, "next_page_id": next_page_id}
 
-    def _conversation(self, method: str, conversation_id: str, action: str | None, body: Any) -> tuple[int, Any]:
+    def _channel(
+        self, method: str, conversation_id: str, action: str, body: Any, query: dict[str, list[str]]
+    ) -> tuple[int, Any]:
+        """The owner's side of the channel (docs/api): events, messages, confirm, workspace."""
+        view = self.conversations[conversation_id]
+        if action == "events" and method == "GET":
+            start = int(query.get("page_id", ["0"])[0])
+            limit = int(query.get("limit", ["50"])[0])
+            wait = min(int(query.get("wait", ["0"])[0]), 20)
+            events = self.agent_events.setdefault(conversation_id, [])
+            self.changed.wait_for(lambda: len(events) > start, timeout=wait)
+            page = events[start : start + limit]
+            return 200, {"results": page, "next_page_id": str(start + len(page))}
+        if action in ("messages", "confirm") and method == "POST":
+            if view["conversation_status"] not in ("STARTING", "RUNNING"):
+                return _error(409, "The conversation is not running", "CONVERSATION$NOT_RUNNING")
+            valid = (
+                isinstance(body, dict) and isinstance(body.get("text"), str) and body["text"]
+                if action == "messages"
+                else isinstance(body, dict) and isinstance(body.get("accept"), bool)
+            )
+            if not valid:
+                return _error(422, "Invalid request", "ERROR$VALIDATION")
+            message_id = uuid.uuid4().hex
+            self.messages.setdefault(conversation_id, []).append({"action": action, "message_id": message_id, **body})
+            self.changed.notify_all()
+            return 202, {"status": "ok", "message_id": message_id}
+        if action == "workspace" and method == "GET":
+            found = self.workspaces.get(conversation_id)
+            if found is None:
+                return _error(404, "No workspace published yet", "WORKSPACE$NOT_PUBLISHED")
+            return 200, found
+        return _error(404, "Not found", "ERROR$NOT_FOUND")
+
+    def _conversation(
+        self,
+        method: str,
+        conversation_id: str,
+        action: str | None,
+        body: Any,
+        query: dict[str, list[str]] | None = None,
+    ) -> tuple[int, Any]:
         with self.lock:
             view = self.conversations.get(conversation_id)
             if view is None:
@@ -283,6 +339,8 @@ class FakeConversationsApi:
                     return _error(422, "Invalid request: title: required", "ERROR$VALIDATION")
                 view["title"] = title.strip()
                 return 200, True
+            if action in ("events", "messages", "confirm", "workspace"):
+                return self._channel(method, conversation_id, action, body, query or {})
             if method == "POST" and action == "stop":
                 if view["conversation_status"] not in ("STARTING", "RUNNING"):
                     return 200, _action(conversation_id, view["conversation_status"], "Conversation was not running")

@@ -49,6 +49,14 @@ class TmuxPane:
             screen = self.capture()
         return screen
 
+    def type_text(self, text: str) -> None:
+        """Keys typed as a person would (no Enter)."""
+        self._run("send-keys", "-t", self.session, "-l", text)
+
+    def type_line(self, text: str) -> None:
+        self.type_text(text)
+        self._run("send-keys", "-t", self.session, "Enter")
+
     def exit_code(self, timeout: float = 15.0) -> int:
         screen = self.wait_for(lambda text: EXIT_MARKER in text, "the command's exit", timeout)
         return int(screen.split(EXIT_MARKER, 1)[1].split()[0])

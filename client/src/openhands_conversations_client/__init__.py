@@ -17,6 +17,10 @@ from openhands_conversations_client.errors import (
     WaitTimeout,
 )
 from openhands_conversations_client.models import (
+    Accepted,
+    AgentEvent,
+    AgentEventPage,
+    ChangedFile,
     Conversation,
     ConversationAction,
     ConversationPage,
@@ -27,13 +31,18 @@ from openhands_conversations_client.models import (
     Settings,
     SuggestedTask,
     TimelineEntry,
+    Workspace,
 )
 from openhands_conversations_client.version import __version__
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "Accepted",
+    "AgentEvent",
+    "AgentEventPage",
     "ApiError",
     "ApiUnreachable",
+    "ChangedFile",
     "ClientError",
     "Conversation",
     "ConversationAction",
@@ -48,6 +57,7 @@ __all__ = [
     "SuggestedTask",
     "TimelineEntry",
     "WaitTimeout",
+    "Workspace",
     "__version__",
     "api_root",
 ]

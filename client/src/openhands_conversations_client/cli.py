@@ -124,6 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("title")
     command("quota", commands.quota, "how many conversations may be active at once, and how many are")
 
+    send = command("send", commands.send, "send the agent a message (delivered once, in order)")
+    send.add_argument("conversation_id")
+    send.add_argument("text", help="the message ('-' reads standard input)")
+    send.add_argument("--image", action="append", metavar="URL", help="an image URL (repeatable)")
+    send.add_argument("--idempotency-key", help="the same key and text send the message once")
+    events = command(
+        "events", commands.events, "the agent's events: messages, commands and their output (--json: one a line)"
+    )
+    events.add_argument("conversation_id")
+    events.add_argument("--follow", "-f", action="store_true", help="keep showing new events as they come (Ctrl-C)")
+    events.add_argument("--page-id", help="start after this cursor (a next_page_id)")
+    command("chat", commands.chat, "talk with the agent: type messages, see its events stream in").add_argument(
+        "conversation_id"
+    )
+    confirm = command("confirm", commands.confirm, "answer the confirmation the agent waits for")
+    confirm.add_argument("conversation_id")
+    answer = confirm.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--accept", dest="accept", action="store_true", help="run the pending action")
+    answer.add_argument("--reject", dest="accept", action="store_false", help="do not run it")
+    confirm.add_argument("--reason", help="why (kept in the transcript)")
+    diff = command("diff", commands.diff, "what the agent changed: files with line counts, then the unified diff")
+    diff.add_argument("conversation_id")
+    diff.add_argument("--patch", action="store_true", help="only the diff (for git apply)")
+
     settings = subcommands.add_parser("settings", help="show or change your settings (secrets are never shown)")
     settings.set_defaults(help_of=settings)
     settings_commands = settings.add_subparsers(title="settings commands", metavar="COMMAND")

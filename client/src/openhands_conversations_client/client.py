@@ -12,6 +12,9 @@ import requests
 
 from openhands_conversations_client.errors import ApiError, ApiUnreachable, ClientError, MalformedResponse, WaitTimeout
 from openhands_conversations_client.models import (
+    Accepted,
+    AgentEvent,
+    AgentEventPage,
     Conversation,
     ConversationAction,
     ConversationPage,
@@ -21,6 +24,7 @@ from openhands_conversations_client.models import (
     Quota,
     Settings,
     SuggestedTask,
+    Workspace,
 )
 from openhands_conversations_client.version import __version__
 
@@ -31,6 +35,7 @@ DEFAULT_WAIT_SECONDS = 1800.0  # the workflow's own sandbox start timeout
 TRANSIENT_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 MAX_CONSECUTIVE_TRANSIENT_FAILURES = 3
 MAX_PAGE_SIZE = 100  # the service's largest `limit`
+MAX_EVENTS_WAIT_SECONDS = 20  # the service's largest `wait` on the events
 
 
 def api_root(endpoint: str) -> str:
@@ -254,6 +259,80 @@ class ConversationsClient:
                 raise WaitTimeout(conversation_id, timeout, last)
             sleep(min(poll_interval, remaining))
 
+    # -- the running conversation -------------------------------------------------------------
+    def events_page(
+        self, conversation_id: str, page_id: str | None = None, limit: int | None = None, wait: int | None = None
+    ) -> AgentEventPage:
+        """One page of `GET /api/conversations/{id}/events`, oldest first from `page_id`. With `wait`
+        (seconds, up to 20) an empty page is answered only when a newer event exists or time is up."""
+        query = {"page_id": page_id, "limit": limit, "wait": wait}
+        params = {name: value for name, value in query.items() if value is not None}
+        return AgentEventPage.from_json(
+            self._call("GET", _conversation_path(conversation_id, "/events"), params=params, extra_timeout=wait or 0)
+        )
+
+    def events(self, conversation_id: str, page_id: str | None = None) -> Iterator[AgentEvent]:
+        """Every event stored so far, oldest first, page after page."""
+        seen: set[str] = set()
+        while True:
+            page = self.events_page(conversation_id, page_id, MAX_PAGE_SIZE)
+            yield from page.results
+            if not page.results or page.next_page_id is None or page.next_page_id in seen:
+                return
+            seen.add(page.next_page_id)
+            page_id = page.next_page_id
+
+    def follow_events(
+        self,
+        conversation_id: str,
+        page_id: str | None = None,
+        wait: int = MAX_EVENTS_WAIT_SECONDS,
+        keep_going: Callable[[], bool] = lambda: True,
+    ) -> Iterator[AgentEvent]:
+        """The events stored so far, then each new one as it arrives (long polls of `wait` seconds),
+        for as long as `keep_going()` says. A few transient failures in a row are polled through."""
+        failures = 0
+        while keep_going():
+            try:
+                page = self.events_page(conversation_id, page_id, MAX_PAGE_SIZE, wait)
+            except (ApiUnreachable, ApiError) as error:
+                transient = isinstance(error, ApiUnreachable) or error.status in TRANSIENT_HTTP_STATUSES
+                failures += 1
+                if not transient or failures > MAX_CONSECUTIVE_TRANSIENT_FAILURES:
+                    raise
+                time.sleep(min(2.0**failures, 10.0))
+                continue
+            failures = 0
+            yield from page.results
+            page_id = page.next_page_id or page_id
+
+    def send_message(
+        self,
+        conversation_id: str,
+        text: str,
+        image_urls: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """`POST /api/conversations/{id}/messages`: delivered to the agent once, in order (202)."""
+        body: dict[str, Any] = {"text": text}
+        if image_urls:
+            body["image_urls"] = list(image_urls)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return Accepted.from_json(
+            self._call("POST", _conversation_path(conversation_id, "/messages"), json=body, headers=headers)
+        )
+
+    def confirm(self, conversation_id: str, accept: bool, reason: str | None = None) -> Accepted:
+        """`POST /api/conversations/{id}/confirm`: run (accept) or refuse (reject) the pending action."""
+        body: dict[str, Any] = {"accept": accept}
+        if reason is not None:
+            body["reason"] = reason
+        return Accepted.from_json(self._call("POST", _conversation_path(conversation_id, "/confirm"), json=body))
+
+    def workspace(self, conversation_id: str) -> Workspace:
+        """`GET /api/conversations/{id}/workspace`: branch, HEAD, changed files and the diff."""
+        return Workspace.from_json(self._call("GET", _conversation_path(conversation_id, "/workspace")))
+
     # -- settings and quota -----------------------------------------------------------------
     def settings(self) -> Settings:
         """`GET /api/settings` (secrets are reported as set or not, never returned)."""
@@ -300,11 +379,12 @@ class ConversationsClient:
         json: dict[str, Any] | None = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
+        extra_timeout: float = 0,
     ) -> Any:
         url = self.api_url + path
         try:
             response = self._session.request(
-                method, url, json=json, params=params, headers=headers, timeout=self.timeout
+                method, url, json=json, params=params, headers=headers, timeout=self.timeout + extra_timeout
             )
         except requests.RequestException as error:
             raise ApiUnreachable(url, _why_unreachable(error, self.timeout)) from error

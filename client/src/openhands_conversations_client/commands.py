@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from openhands_conversations_client.client import ConversationsClient
-from openhands_conversations_client.models import RUNNING, Conversation, ConversationAction
+from openhands_conversations_client.errors import ApiError, ClientError
+from openhands_conversations_client.models import RUNNING, AgentEvent, Conversation, ConversationAction
 from openhands_conversations_client.output import (
     conversation_details,
     conversation_table,
@@ -18,6 +20,7 @@ from openhands_conversations_client.output import (
     settings_lines,
 )
 from openhands_conversations_client.progress import choose_display, utc_now
+from openhands_conversations_client.transcript import render, waiting_hint, workspace_summary
 
 # Exit codes (documented in client/README.md and `convo --help`).
 EXIT_OK = 0
@@ -275,3 +278,163 @@ def quota(api: ConversationsClient, args: argparse.Namespace, out: Output) -> in
     else:
         out.lines(quota_lines(current))
     return EXIT_OK
+
+
+# -- the running conversation ------------------------------------------------------------------------
+def send(api: ConversationsClient, args: argparse.Namespace, out: Output) -> int:
+    text = _Stdin(sys.stdin).resolve(args.text, "TEXT")
+    if not text:
+        raise UsageError("send: the message is empty")
+    accepted = api.send_message(args.conversation_id, text, args.image, args.idempotency_key)
+    if out.json_mode:
+        out.json(accepted.raw)
+    else:
+        out.lines([f"sent {accepted.message_id}; the agent's answer: convo events {args.conversation_id} --follow"])
+    return EXIT_OK
+
+
+def _print_event(event: AgentEvent, conversation_id: str, out: Output) -> None:
+    if out.json_mode:
+        out.stdout.write(json.dumps(event.raw, ensure_ascii=False) + "\n")
+    else:
+        lines = render(event)
+        hint = waiting_hint(event, conversation_id)
+        out.lines(lines + ([hint] if hint else []))
+    out.stdout.flush()
+
+
+def events(api: ConversationsClient, args: argparse.Namespace, out: Output) -> int:
+    """The transcript so far (and with --follow, each new event as it comes); --json: one envelope a line."""
+    try:
+        stream = (
+            api.follow_events(args.conversation_id, args.page_id)
+            if args.follow
+            else api.events(args.conversation_id, args.page_id)
+        )
+        for event in stream:
+            _print_event(event, args.conversation_id, out)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED if args.follow else EXIT_OK
+    return EXIT_OK
+
+
+def confirm(api: ConversationsClient, args: argparse.Namespace, out: Output) -> int:
+    accepted = api.confirm(args.conversation_id, args.accept, args.reason)
+    if out.json_mode:
+        out.json(accepted.raw)
+    else:
+        what = (
+            "accepted: the agent runs its pending action" if args.accept else "rejected: the pending action is not run"
+        )
+        out.lines([f"{what} ({accepted.message_id})"])
+    return EXIT_OK
+
+
+def diff(api: ConversationsClient, args: argparse.Namespace, out: Output) -> int:
+    workspace = api.workspace(args.conversation_id)
+    if out.json_mode:
+        out.json(workspace.raw)
+        return EXIT_OK
+    if not args.patch:
+        out.lines([*workspace_summary(workspace), ""])
+    out.stdout.write(workspace.diff)
+    if workspace.diff_truncated:
+        out.error("the diff was cut at the service's size cap; the file list above is complete")
+    return EXIT_OK
+
+
+CHAT_PROMPT = "> "
+CHAT_HELP = (
+    "type a message and press Enter; /accept or /reject [reason] answers a confirmation; "
+    "/diff shows the workspace; /quit or Ctrl-D leaves (the conversation goes on)"
+)
+
+
+class _ChatScreen:
+    """Events printed above the line being typed: the prompt and what was typed so far are redrawn."""
+
+    def __init__(self, out: Output, interactive: bool) -> None:
+        self.out = out
+        self.interactive = interactive
+        self._lock = threading.Lock()
+
+    def show(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            if self.interactive:
+                typed = _typed_so_far()
+                self.out.stdout.write("\r\x1b[K" + "".join(line + "\n" for line in lines) + CHAT_PROMPT + typed)
+            else:
+                self.out.stdout.write("".join(line + "\n" for line in lines))
+            self.out.stdout.flush()
+
+
+def _typed_so_far() -> str:
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - every Unix Python has it
+        return ""
+    return readline.get_line_buffer()
+
+
+def chat(api: ConversationsClient, args: argparse.Namespace, out: Output) -> int:
+    """Interactive: the transcript streams in while you type messages to the agent."""
+    conversation_id = args.conversation_id
+    conversation = api.get(conversation_id)  # a wrong id fails here, before anything is drawn
+    interactive = sys.stdin.isatty() and out.stdout.isatty()
+    screen = _ChatScreen(out, interactive)
+    leaving = threading.Event()
+    problems: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for event in api.follow_events(conversation_id, keep_going=lambda: not leaving.is_set()):
+                if leaving.is_set():
+                    return
+                hint = waiting_hint(event, conversation_id)
+                screen.show(render(event) + (["         /accept or /reject [reason]"] if hint else []))
+        except ClientError as error:
+            problems.append(error)
+            screen.show([f"convo: cannot read the events: {error}"])
+
+    title = f" {conversation.title}" if conversation.title else ""
+    screen.show([f"chat with {conversation_id}{title} ({conversation.conversation_status}); {CHAT_HELP}"])
+    threading.Thread(target=follow, name="convo-chat-events", daemon=True).start()
+    try:
+        while True:
+            try:
+                line = input(CHAT_PROMPT if interactive else "").strip()
+            except EOFError:
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            try:
+                _chat_command(api, conversation_id, line, screen)
+            except ApiError as error:
+                screen.show([f"convo: {error.msg_id} (HTTP {error.status}): {error.message}"])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        leaving.set()
+    if interactive:
+        out.stdout.write("\n")
+    out.stdout.flush()
+    return EXIT_OK
+
+
+def _chat_command(api: ConversationsClient, conversation_id: str, line: str, screen: _ChatScreen) -> None:
+    command, _, rest = line.partition(" ")
+    if command == "/accept":
+        api.confirm(conversation_id, True, rest.strip() or None)
+    elif command == "/reject":
+        api.confirm(conversation_id, False, rest.strip() or None)
+    elif command == "/diff":
+        workspace = api.workspace(conversation_id)
+        screen.show([*workspace_summary(workspace), *workspace.diff.splitlines()])
+    elif command.startswith("/") and command != "//":
+        screen.show([f"convo: unknown command {command}; {CHAT_HELP}"])
+    else:
+        api.send_message(conversation_id, line[1:] if line.startswith("//") else line)

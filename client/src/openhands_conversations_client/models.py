@@ -93,6 +93,7 @@ class Conversation:
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: tuple[str, ...] = ()
+    agent_status: str | None = None  # idle, running, waiting_for_confirmation, finished, ... (None until reported)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -133,6 +134,7 @@ class Conversation:
             agent_server_url=_optional_str(body, "agent_server_url"),
             agent_conversation_id=_optional_str(body, "agent_conversation_id"),
             microagents=tuple(str(name) for name in body.get("microagents") or ()),
+            agent_status=_optional_str(body, "agent_status"),
             raw=dict(body),
         )
 
@@ -331,3 +333,116 @@ class CreateMicroagent:
         if self.title is not None:
             body["title"] = self.title
         return body
+
+
+# -- the channel to a running conversation ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    """One event of the agent's transcript: a stable envelope around the agent-server's own JSON.
+
+    `kind` is the agent-server's (`MessageEvent`, `ActionEvent`, `ObservationEvent`,
+    `ConversationStateUpdateEvent`, `AgentErrorEvent`...); `event` is None when the service kept only
+    a marker (`error_code`, e.g. an event over the size cap)."""
+
+    id: str
+    timestamp: str
+    source: str
+    kind: str
+    event: dict[str, Any] | None = None
+    error_code: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> AgentEvent:
+        body = _as_object(data, "an agent event")
+        event = body.get("event")
+        return cls(
+            id=_require(body, "id", str),
+            timestamp=_optional_str(body, "timestamp") or "",
+            source=_optional_str(body, "source") or "",
+            kind=_optional_str(body, "kind") or "",
+            event=dict(event) if isinstance(event, Mapping) else None,
+            error_code=_optional_str(body, "error_code"),
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEventPage:
+    """`GET /api/conversations/{id}/events`: oldest first; `next_page_id` is where the next read starts
+    (pass it back unchanged, with `wait=` to follow the conversation)."""
+
+    results: tuple[AgentEvent, ...]
+    next_page_id: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> AgentEventPage:
+        body = _as_object(data, "a page of agent events")
+        results = body.get("results")
+        if not isinstance(results, list):
+            raise MalformedResponse(f"expected a list 'results' in {sorted(body)}")
+        return cls(
+            results=tuple(AgentEvent.from_json(item) for item in results),
+            next_page_id=_optional_str(body, "next_page_id") or None,
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What `POST .../messages` and `POST .../confirm` answer (202): the id of the queued item."""
+
+    status: str
+    message_id: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Accepted:
+        body = _as_object(data, "an accepted message")
+        return cls(status=_require(body, "status", str), message_id=_require(body, "message_id", str), raw=dict(body))
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedFile:
+    path: str
+    status: str  # added, modified, deleted
+    additions: int
+    deletions: int
+
+    @classmethod
+    def from_json(cls, data: object) -> ChangedFile:
+        body = _as_object(data, "a changed file")
+        return cls(
+            path=_require(body, "path", str),
+            status=_require(body, "status", str),
+            additions=_optional_int(body, "additions") or 0,
+            deletions=_optional_int(body, "deletions") or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """`GET /api/conversations/{id}/workspace`: what the agent changed, as the sandbox last published it."""
+
+    branch: str | None
+    head_commit: str | None
+    files: tuple[ChangedFile, ...]
+    diff: str
+    diff_truncated: bool
+    published_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Workspace:
+        body = _as_object(data, "a workspace")
+        published = _optional_str(body, "published_at")
+        return cls(
+            branch=_optional_str(body, "branch"),
+            head_commit=_optional_str(body, "head_commit"),
+            files=tuple(ChangedFile.from_json(item) for item in body.get("files") or ()),
+            diff=_optional_str(body, "diff") or "",
+            diff_truncated=body.get("diff_truncated") is True,
+            published_at=parse_timestamp(published) if published else None,
+            raw=dict(body),
+        )
