@@ -63,6 +63,21 @@ def union_environment(resources: StackResources) -> dict[str, str]:
     return merged
 
 
+ENVIRONMENTS_PER_FUNCTION = 8
+"""Execution environments a function may have at once (Lambda scales out; here a fixed pool): a
+long poll (the inbox, `events?wait=`) holds one, and the other calls of that function go on."""
+
+
+class _ExecutionEnvironment:
+    """One copy of a function's module, used by one invocation at a time: the Powertools resolvers
+    keep the current event on a module-level object, as a Lambda execution environment would."""
+
+    def __init__(self, module: ModuleType | None) -> None:
+        self.module = module
+        self.holder: int | None = None  # the thread running an invocation in it
+        self.depth = 0
+
+
 class LocalLambdaRuntime:
     def __init__(self, resources: StackResources, on_invoke: Callable[[str, Any], None] | None = None) -> None:
         self._resources = resources
@@ -71,13 +86,12 @@ class LocalLambdaRuntime:
             self._by_name[spec.name] = spec
             self._by_name[spec.arn] = spec
             self._by_name[spec.logical_id] = spec
-        self._modules: dict[str, ModuleType] = {}
         self._lock = threading.Lock()
-        # One execution environment per function, as a function with reserved concurrency 1:
-        # the Powertools resolvers keep the current event on a module-level object, so two
-        # requests must not run one handler at once. Reentrant for a handler that (through
-        # moto) ends up invoking its own function on the same thread.
-        self._invocation_locks = {logical_id: threading.RLock() for logical_id in resources.functions}
+        self._freed = threading.Condition(self._lock)
+        # Per function, up to ENVIRONMENTS_PER_FUNCTION environments, each running one invocation at
+        # a time. Reentrant: a handler that (through moto) ends up invoking its own function on the
+        # same thread runs in the environment it holds.
+        self._environments: dict[str, list[_ExecutionEnvironment]] = {}
         self._on_invoke = on_invoke
         if str(LAYER_PATH) not in sys.path:
             sys.path.insert(0, str(LAYER_PATH))
@@ -86,21 +100,62 @@ class LocalLambdaRuntime:
         name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0] if ":function:" in name_or_arn else name_or_arn
         return self._by_name.get(name_or_arn) or self._by_name[name]
 
+    def _load(self, spec: FunctionSpec, number: int) -> ModuleType:
+        module_name = spec.handler.rsplit(".", 1)[0]
+        path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
+        suffix = f"_{number}" if number else ""
+        import_spec = importlib.util.spec_from_file_location(f"lambda_{spec.logical_id}{suffix}", path)
+        assert import_spec and import_spec.loader
+        module = importlib.util.module_from_spec(import_spec)
+        sys.modules[import_spec.name] = module
+        import_spec.loader.exec_module(module)
+        return module
+
     def handler(self, name_or_arn: str) -> Callable[[Any, Any], Any]:
+        """The handler of the function's first environment (loaded on first use)."""
         spec = self.spec(name_or_arn)
-        module_name, function_name = spec.handler.rsplit(".", 1)
         with self._lock:
-            module = self._modules.get(spec.logical_id)
-            if module is None:
-                path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
-                import_spec = importlib.util.spec_from_file_location(f"lambda_{spec.logical_id}", path)
-                assert import_spec and import_spec.loader
-                module = importlib.util.module_from_spec(import_spec)
-                sys.modules[import_spec.name] = module
-                import_spec.loader.exec_module(module)
-                self._modules[spec.logical_id] = module
-        handler: Callable[[Any, Any], Any] = getattr(module, function_name)
+            environments = self._environments.setdefault(spec.logical_id, [])
+            if not environments:
+                environments.append(_ExecutionEnvironment(self._load(spec, 0)))
+            module = environments[0].module
+        assert module is not None
+        handler: Callable[[Any, Any], Any] = getattr(module, spec.handler.rsplit(".", 1)[1])
         return handler
+
+    def _acquire(self, spec: FunctionSpec) -> _ExecutionEnvironment:
+        me = threading.get_ident()
+        with self._lock:
+            environments = self._environments.setdefault(spec.logical_id, [])
+            while True:
+                for environment in environments:
+                    if environment.holder in (None, me):
+                        environment.holder = me
+                        environment.depth += 1
+                        return environment
+                if len(environments) < ENVIRONMENTS_PER_FUNCTION:
+                    # A new one: held (so nobody else takes it) while its module loads outside the lock.
+                    environment = _ExecutionEnvironment(None)
+                    environment.holder, environment.depth = me, 1
+                    environments.append(environment)
+                    number = len(environments) - 1
+                    break
+                self._freed.wait()
+        try:
+            environment.module = self._load(spec, number)
+        except BaseException:
+            with self._lock:
+                environments.remove(environment)
+                self._freed.notify()
+            raise
+        return environment
+
+    def _release(self, environment: _ExecutionEnvironment) -> None:
+        with self._lock:
+            environment.depth -= 1
+            if environment.depth == 0:
+                environment.holder = None
+                self._freed.notify()
 
     def invoke(self, name_or_arn: str, event: Any) -> Any:
         """Run the function; raise FunctionError as Lambda would report an unhandled error."""
@@ -108,13 +163,16 @@ class LocalLambdaRuntime:
         if self._on_invoke:
             self._on_invoke(spec.logical_id, event)
         context = LocalLambdaContext(spec.name, spec.arn, timeout_seconds=spec.timeout)
-        handler = self.handler(spec.logical_id)
+        self.handler(spec.logical_id)  # the first environment, loaded once (errors of the import raise here)
+        environment = self._acquire(spec)
         try:
-            with self._invocation_locks[spec.logical_id]:
-                return handler(event, context)
+            handler = getattr(environment.module, spec.handler.rsplit(".", 1)[1])
+            return handler(event, context)
         except Exception as error:
             _log.warning("%s raised %s", spec.logical_id, type(error).__name__, exc_info=True)
             raise FunctionError(type(error).__name__, str(error)) from error
+        finally:
+            self._release(environment)
 
     def install_into_moto(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
