@@ -125,11 +125,21 @@ class TemplateResolver:
         return value
 
     def _condition(self, name: str) -> bool:
-        condition = self._template.get("Conditions", {})[name]
+        return self._holds(self._template.get("Conditions", {})[name])
+
+    def _holds(self, condition: dict[str, Any]) -> bool:
         ((key, argument),) = condition.items()
         if key == "Fn::Equals":
             left, right = (self.resolve(item) for item in argument)
             return bool(left == right)
+        if key == "Condition":
+            return self._condition(argument)
+        if key == "Fn::Not":
+            return not self._holds(argument[0])
+        if key == "Fn::And":
+            return all(self._holds(item) for item in argument)
+        if key == "Fn::Or":
+            return any(self._holds(item) for item in argument)
         raise NotImplementedError(key)
 
     def _sub(self, argument: Any) -> str:

@@ -24,7 +24,8 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def handle_message(record: SQSRecord) -> None:
-    event_intake().handle(record.body, record.message_id)
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    event_intake().handle(record.body, record.message_id, receive_count)
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -42,6 +42,9 @@ def test_the_stream_consumer_reads_every_change() -> None:
 def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
     starter = function("WorkflowStarterFunction")
     assert actions(starter) == {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "sqs:SendMessage",
         "states:StopExecution",
         "ecs:StopTask",
         "ecs:ListTasks",
@@ -62,9 +65,11 @@ def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
 def test_the_event_intake_function_only_creates() -> None:
     intake = function("EventIntakeFunction")
     assert not {action for action in actions(intake) if action.split(":")[0] in {"states", "ecs", "events"}}
-    assert "SQSSendMessagePolicy" in templates(intake)
+    assert "sqs:SendMessage" in actions(intake)
     assert "StepFunctionsExecutionPolicy" not in templates(intake)
-    assert "KMSEncryptPolicy" not in templates(intake)
+    # It seals an event's MCP servers, bound to the user: Encrypt only with an owner context.
+    sealing = [statement for statement in statements(intake) if "kms:Encrypt" in statement_actions(statement)]
+    assert sealing and all("kms:EncryptionContext:owner" in json.dumps(s["Condition"]) for s in sealing)
 
 
 def test_the_bus_and_its_consumers() -> None:

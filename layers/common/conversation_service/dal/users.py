@@ -40,12 +40,13 @@ class UserStore:
             return UserSecrets()
         return UserSecrets.model_validate(self._secret_box.open(settings.sealed_secrets, owner=settings.user_id))
 
-    def seal_for(self, user_id: str, payload: dict[str, Any]) -> str:
-        """Seal something secret of the user's (an MCP server's key) with the user's encryption context."""
-        return self._secret_box.seal(payload, owner=user_id)
+    def seal_for(self, user_id: str, payload: dict[str, Any], *, conversation_id: str | None = None) -> str:
+        """Seal something secret of the user's (an MCP server's key) with the user's encryption
+        context, and the conversation's when it belongs to one."""
+        return self._secret_box.seal(payload, owner=user_id, conversation_id=conversation_id)
 
-    def open_for(self, user_id: str, sealed: str) -> dict[str, Any]:
-        return dict(self._secret_box.open(sealed, owner=user_id))
+    def open_for(self, user_id: str, sealed: str, *, conversation_id: str | None = None) -> dict[str, Any]:
+        return dict(self._secret_box.open(sealed, owner=user_id, conversation_id=conversation_id))
 
     def save_settings(self, settings: UserSettings, secrets: UserSecrets) -> None:
         settings.llm_api_key_set = bool(secrets.llm_api_key)

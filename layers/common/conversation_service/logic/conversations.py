@@ -50,6 +50,7 @@ from conversation_service.models.errors import (
     ConcurrencyLimitReached,
     ConversationConflict,
     ConversationNotFound,
+    EventSourceNotAuthorised,
     IdempotencyConflict,
     InvalidRequest,
     LLMAuthenticationMissing,
@@ -103,16 +104,24 @@ class ConversationService:
 
     # -- create ------------------------------------------------------------------------------
     def create(
-        self, user_id: str, request: CreateConversationRequest, idempotency_key: str | None = None
+        self,
+        user_id: str,
+        request: CreateConversationRequest,
+        idempotency_key: str | None = None,
+        *,
+        event_source: str | None = None,
     ) -> CreateConversationResponse:
+        """`event_source`: the integration whose event asks for it (None: the user's own request);
+        it must be one the user authorised in their settings."""
         if idempotency_key is None or self._create_once is None:
-            return self._create(user_id, request)
+            return self._create(user_id, request, event_source)
         if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         envelope = {
             "user_id": user_id,
             "key": idempotency_key,
             "body": request.model_dump(mode="json", exclude_none=True),
+            "event_source": event_source,
         }
         try:
             response: CreateConversationResponse = self._create_once(envelope=envelope)
@@ -138,12 +147,16 @@ class ConversationService:
         )
         def create_once(envelope: dict[str, Any]) -> CreateConversationResponse:
             request = CreateConversationRequest.model_validate(envelope["body"])
-            return self._create(envelope["user_id"], request)
+            return self._create(envelope["user_id"], request, envelope.get("event_source"))
 
         return create_once
 
-    def _create(self, user_id: str, request: CreateConversationRequest) -> CreateConversationResponse:
+    def _create(
+        self, user_id: str, request: CreateConversationRequest, event_source: str | None = None
+    ) -> CreateConversationResponse:
         settings = usable_settings(self._users, user_id)
+        if event_source is not None and event_source not in settings.authorized_event_sources:
+            raise EventSourceNotAuthorised()
         repository = self._check_repository(settings, request)
         conversation = self._new_conversation(user_id, settings, request, repository)
         self._insert(conversation, settings)
@@ -183,7 +196,9 @@ class ConversationService:
         conversation_id = self._new_id()
         stored_request = request.model_dump(mode="json", exclude_none=True)
         mcp_config = stored_request.pop("mcp_config", None)
-        sealed_mcp_config = self._users.seal_for(user_id, mcp_config) if mcp_config else None
+        sealed_mcp_config = (
+            self._users.seal_for(user_id, mcp_config, conversation_id=conversation_id) if mcp_config else None
+        )
         return Conversation(
             conversation_id=conversation_id,
             user_id=user_id,
@@ -263,7 +278,14 @@ class ConversationService:
         return True
 
     def _assign_new_id(self, conversation: Conversation) -> None:
-        conversation.conversation_id = self._new_id()
+        previous_id, conversation.conversation_id = conversation.conversation_id, self._new_id()
+        if conversation.sealed_mcp_config:  # sealed for the id it had: seal it for the new one
+            servers = self._users.open_for(
+                conversation.user_id, conversation.sealed_mcp_config, conversation_id=previous_id
+            )
+            conversation.sealed_mcp_config = self._users.seal_for(
+                conversation.user_id, servers, conversation_id=conversation.conversation_id
+            )
         if conversation.request_s3_key:
             self._move_large_request_to_s3(conversation, force=True)
 

@@ -7,16 +7,25 @@ a message put on the queue some other way creates nothing. The conversation is c
 checks, repository checks, concurrency limit and policy as `POST /api/conversations`, and
 idempotently: the event's `idempotency_key`, else its EventBridge id, is the Idempotency-Key.
 
-A business refusal (malformed event, untrusted source, invalid request, settings missing, limit
-reached under the reject policy, repository refused...) is final: the message goes to the
-dead-letter queue with the reason, and is not retried. A transient failure (throttling, a 5xx,
-the same key still in progress) raises, so SQS delivers the message again and, after the queue's
-maxReceiveCount, its redrive policy moves it to the same dead-letter queue.
+The bus itself refuses CreateConversation from principals the operator did not list (its
+resource policy, template parameter CreateConversationPrincipals); and a conversation is created
+for a user only from a source that user authorised (`authorized_event_sources` in their
+settings), so one integration cannot act for users who never connected it.
+
+A business refusal (malformed event, untrusted or unauthorised source, invalid request, settings
+missing, limit reached under the reject policy, repository refused...) is final: the message goes
+to the dead-letter queue with the reason, and is not retried. A transient failure (throttling, a
+5xx, the same key still in progress) raises, so SQS delivers the message again; from delivery
+FINAL_ATTEMPT on it is dead-lettered too ("EVENT$RETRIES_EXHAUSTED"). The copy in the dead-letter
+queue never carries a secret: MCP servers and anything named like a key, token or password are
+replaced by "[redacted]", and a body that is not JSON is not copied at all. The queue's own
+redrive (maxReceiveCount above FINAL_ATTEMPT) is left only for deliveries that crash the function.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +37,15 @@ from conversation_service.logic.conversations import ConversationService
 from conversation_service.models.errors import RequestInProgress, ServiceError
 from conversation_service.models.events import CREATE_CONVERSATION, CreateConversationDetail
 from conversation_service.observability import logger, record_rejection
+
+# From this delivery of a message on, a transient failure is final too (the queue's redrive
+# policy moves a message only after more deliveries than this: template.yaml).
+FINAL_ATTEMPT = 5
+REDACTED = "[redacted]"
+# Keys whose values may be secret wherever they appear in an event (mcp_config holds MCP servers'
+# keys and environments; the rest are names integrations give to credentials).
+_SECRET_KEY_PARTS = ("mcp_config", "key", "token", "secret", "password", "authorization", "credential", "env")
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")  # https://user:token@host/...
 
 
 class EventRefused(Exception):
@@ -52,14 +70,22 @@ class EventIntake:
         self._trusted = frozenset(trusted_sources)
         self._dead_letters = dead_letters
 
-    def handle(self, body: str, message_id: str) -> IntakeResult:
+    def handle(self, body: str, message_id: str, receive_count: int = 1) -> IntakeResult:
         """Create the conversation one SQS message asks for; refusals go to the dead-letter queue."""
         try:
             envelope = _envelope(body)
             source, event_id = str(envelope.get("source")), str(envelope.get("id") or message_id)
             logger.append_keys(event_source=source, event_id=event_id)
             detail = self._accept(envelope, source)
-            response = self._create(detail, event_id)
+            try:
+                response = self._create(detail, event_id, source)
+            except Exception as error:
+                if receive_count < FINAL_ATTEMPT:
+                    raise
+                raise EventRefused(
+                    "EVENT$RETRIES_EXHAUSTED",
+                    f"Failed {receive_count} times ({type(error).__name__}); send the event again",
+                ) from error
         except EventRefused as refused:
             self._dead_letter(body, message_id, refused)
             return IntakeResult(refused=refused.msg_id)
@@ -83,10 +109,10 @@ class EventIntake:
             where = ".".join(str(part) for part in first["loc"]) or "detail"
             raise EventRefused("ERROR$VALIDATION", f"Invalid event detail: {where}: {first['msg']}", detail) from None
 
-    def _create(self, detail: CreateConversationDetail, event_id: str) -> str:
+    def _create(self, detail: CreateConversationDetail, event_id: str, source: str) -> str:
         key = detail.idempotency_key or f"event:{event_id}"
         try:
-            response = self._service.create(detail.user_id, detail.request, key)
+            response = self._service.create(detail.user_id, detail.request, key, event_source=source)
         except RequestInProgress:
             raise  # the same event is being handled right now: let SQS deliver it again later
         except ServiceError as error:
@@ -99,9 +125,9 @@ class EventIntake:
         record_rejection(refused.msg_id)
         logger.info("event refused", extra={"msg_id": refused.msg_id})
         try:
-            event: Any = json.loads(body)
-        except json.JSONDecodeError:
-            event = body[:200_000]
+            event: Any = redacted(json.loads(body))
+        except (json.JSONDecodeError, RecursionError):
+            event = {"unparsed_body_length": len(body)}  # it may hold anything: not copied
         self._dead_letters.send(
             {
                 "reason": {"msg_id": refused.msg_id, "message": refused.message, "detail": refused.detail},
@@ -113,10 +139,24 @@ class EventIntake:
         )
 
 
+def redacted(value: Any) -> Any:
+    """`value` with every value under a key that may name a secret replaced by REDACTED."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if any(part in str(key).lower() for part in _SECRET_KEY_PARTS) else redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redacted(item) for item in value]
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub(r"\1" + REDACTED + "@", value)
+    return value
+
+
 def _envelope(body: str) -> dict[str, Any]:
     try:
         envelope = json.loads(body)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event (not JSON)") from None
     if not isinstance(envelope, dict):
         raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event")

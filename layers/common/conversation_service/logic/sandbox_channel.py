@@ -75,7 +75,11 @@ class SandboxChannel:
         if conversation.conversation_status != ConversationStatus.STARTING or not conversation.context_key:
             raise SandboxNoLongerWanted()
         session_api_key = secrets.token_urlsafe(32)
-        sealed = self._secret_box.seal({"session_api_key": session_api_key}, owner=conversation.user_id)
+        sealed = self._secret_box.seal(
+            {"session_api_key": session_api_key},
+            owner=conversation.user_id,
+            conversation_id=conversation.conversation_id,
+        )
         if not self._conversations.claim_context_delivery(conversation.conversation_id, sealed):
             raise SandboxNoLongerWanted("The context of this conversation was already delivered")
         context = AgentContext.model_validate(self._context.get_json(conversation.context_key))
@@ -105,7 +109,9 @@ class SandboxChannel:
             first_message=context.first_message,
             conversation_instructions=context.conversation_instructions,
             mcp_config=(
-                self._users.open_for(conversation.user_id, context.sealed_mcp_config)
+                self._users.open_for(
+                    conversation.user_id, context.sealed_mcp_config, conversation_id=conversation.conversation_id
+                )
                 if context.sealed_mcp_config
                 else {}
             ),

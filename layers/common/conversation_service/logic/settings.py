@@ -17,6 +17,7 @@ _PLAIN_FIELDS = (
     "llm_model",
     "llm_base_url",
     "sandbox_base_container_image",
+    "authorized_event_sources",
 )
 
 
@@ -62,5 +63,6 @@ class SettingsService:
             llm_api_key_set=settings.llm_api_key_set,
             provider_tokens_set={provider: True for provider in settings.provider_tokens_set},
             sandbox_base_container_image=settings.sandbox_base_container_image or self._config.default_sandbox_image,
+            authorized_event_sources=settings.authorized_event_sources,
             updated_at=settings.updated_at,
         )

@@ -139,15 +139,16 @@ class CreationWorkflow:
 
     def _sealed_mcp_config(self, conversation: Conversation, settings: UserSettings | None) -> str | None:
         """The request's MCP servers replace the user's; the service's defaults are added."""
+        conversation_id = conversation.conversation_id
         requested = (
-            self._users.open_for(conversation.user_id, conversation.sealed_mcp_config)
+            self._users.open_for(conversation.user_id, conversation.sealed_mcp_config, conversation_id=conversation_id)
             if (conversation.sealed_mcp_config)
             else None
         )
         servers = to_agent_server_mcp(
             merge_mcp_config(requested or (settings.mcp_config if settings else None), self._config.default_mcp_config)
         )
-        return self._users.seal_for(conversation.user_id, servers) if servers else None
+        return self._users.seal_for(conversation.user_id, servers, conversation_id=conversation_id) if servers else None
 
     @staticmethod
     def _repository(conversation: Conversation) -> RepositoryConfig | None:

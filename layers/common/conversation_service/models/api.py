@@ -26,6 +26,10 @@ class GitProvider(StrEnum):
 GitProviderField = Annotated[GitProvider, BeforeValidator(_lower)]
 
 
+# An EventBridge `source`: letters, digits and . - _ / (as integrations name themselves).
+EVENT_SOURCE_PATTERN = r"^[A-Za-z0-9._/-]+$"
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -146,6 +150,14 @@ class SettingsUpdate(StrictModel):
     llm_api_key: str | None = Field(default=None, max_length=4000, repr=False)
     provider_tokens: dict[GitProviderField, str] | None = Field(default=None, repr=False)
     sandbox_base_container_image: str | None = Field(default=None, max_length=500)
+    authorized_event_sources: (
+        list[Annotated[str, Field(min_length=1, max_length=256, pattern=EVENT_SOURCE_PATTERN)]] | None
+    ) = Field(
+        default=None,
+        max_length=20,
+        description="EventBridge sources (your integrations) allowed to create conversations for you with a "
+        "CreateConversation event; [] allows none (the default)",
+    )
 
 
 class SettingsView(BaseModel):
@@ -158,6 +170,7 @@ class SettingsView(BaseModel):
     llm_api_key_set: bool
     provider_tokens_set: dict[str, bool]
     sandbox_base_container_image: str
+    authorized_event_sources: list[str] = Field(default_factory=list)
     updated_at: str | None
 
 

@@ -74,6 +74,9 @@ class UserSettings(BaseModel):
     llm_base_url: str | None = None
     sandbox_base_container_image: str | None = None
     max_active_conversations: int | None = None
+    # EventBridge sources (integrations) whose CreateConversation events may create conversations
+    # for this user; none by default (docs/events.md).
+    authorized_event_sources: list[str] = Field(default_factory=list)
     llm_api_key_set: bool = False
     provider_tokens_set: list[str] = Field(default_factory=list)
     sealed_secrets: str | None = Field(default=None, repr=False)

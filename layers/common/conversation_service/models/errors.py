@@ -51,6 +51,15 @@ class LLMAuthenticationMissing(ServiceError):
     default_message = "Error authenticating with the LLM provider. Please check your API key"
 
 
+class EventSourceNotAuthorised(ServiceError):
+    status_code = 403
+    msg_id = "EVENT$SOURCE_NOT_AUTHORISED"
+    default_message = (
+        "This user has not authorised the event's source to create conversations for them "
+        "(authorized_event_sources in POST /api/settings)"
+    )
+
+
 class RepositoryNotAllowed(ServiceError):
     msg_id = "STATUS$GIT_REPOSITORY_NOT_ALLOWED"
     default_message = "Repository URL is not allowed"
