@@ -28,6 +28,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir", type=Path, default=ROOT / ".devstack", help="wiped at start (default .devstack/)"
     )
+    parser.add_argument(
+        "--sandbox-api-faults",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="fail this share (0-1) of the sandboxes' channel calls with 502, to watch their retries (default 0)",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         # Read once, then out of the environment: it reaches sandboxes only through the sealed settings.
         llm_api_key=os.environ.pop("LLM_API_KEY", None) or None,
         llm_base_url=os.environ.get("LLM_BASE_URL") or None,
+        sandbox_api_faults=arguments.sandbox_api_faults,
     )
     stop = threading.Event()
 

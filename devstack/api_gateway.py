@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
+import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -167,15 +169,43 @@ def _policy_allows(policy: dict[str, Any], method_arn: str) -> bool:
     return allowed
 
 
+FAULTY_SANDBOX_PATHS = ("/sandbox/v1/agent-events", "/sandbox/v1/agent-conversation", "/sandbox/v1/inbox")
+"""The sandbox's channel calls that `--sandbox-api-faults` fails: webhook posts, statuses, polls, acks."""
+
+
+class SandboxApiFaults:
+    """Fails a share of the sandbox's channel calls with a 502, half of them after the handler ran
+    (the work is done, the answer is lost), as an unreliable network or gateway would."""
+
+    def __init__(self, share: float, seed: int = 7) -> None:
+        self.share = share
+        self.injected = 0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def draw(self, path: str) -> str | None:
+        """None (answer normally), "before" or "after" (fail before or after invoking the handler)."""
+        if self.share <= 0 or not path.startswith(FAULTY_SANDBOX_PATHS):
+            return None
+        with self._lock:
+            if self._random.random() >= self.share:
+                return None
+            self.injected += 1
+            return "before" if self._random.random() < 0.5 else "after"
+
+
 class LocalRestApi:
     """Routes a request to its function, through the authorizer when the template says so."""
 
-    def __init__(self, resources: StackResources, runtime: LocalLambdaRuntime) -> None:
+    def __init__(
+        self, resources: StackResources, runtime: LocalLambdaRuntime, faults: SandboxApiFaults | None = None
+    ) -> None:
         template = load_template()
         self._runtime = runtime
         self._routes = rest_api_routes(template)
         self._stage = str(resources.parameters.get("Environment", "dev"))
         self._responses = GatewayResponses(template)
+        self._faults = faults or SandboxApiFaults(0.0)
 
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str, domain: str
@@ -205,9 +235,14 @@ class LocalRestApi:
             domain=domain,
             authorizer=authorizer,
         )
+        fault = self._faults.draw(path)
+        if fault == "before":
+            return self._responses.answer("DEFAULT_5XX", 502)
         try:
             result = self._runtime.invoke(route.function, event)
         except FunctionError:
+            return self._responses.answer("DEFAULT_5XX", 502)
+        if fault == "after":
             return self._responses.answer("DEFAULT_5XX", 502)
         return self._integration_answer(result)
 

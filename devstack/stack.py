@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import boto3
 
-from devstack.api_gateway import LocalApiServer, LocalRestApi
+from devstack.api_gateway import LocalApiServer, LocalRestApi, SandboxApiFaults
 from devstack.console import divert_embedded_metrics, say
 from devstack.fargate import LocalFargate
 from devstack.git_server import LocalGitServer, create_sample_repositories
@@ -61,6 +61,8 @@ class StackOptions:
     llm_api_key: str | None = None
     llm_base_url: str | None = None
     """An OpenAI-compatible server (e.g. `python -m devstack.scripted_model`); None: the provider's own."""
+    sandbox_api_faults: float = 0.0
+    """Share of the sandboxes' channel calls (agent events, statuses, inbox polls, acks) failed with 502."""
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -153,7 +155,7 @@ class LocalStack:
             on_task_stopped=self._publish_aws_event,
         )
         self._fargate.start()
-        self._api_server.api = LocalRestApi(resources, runtime)
+        self._api_server.api = LocalRestApi(resources, runtime, SandboxApiFaults(self.options.sandbox_api_faults))
         self._spawn("api-server", self._api_server.serve_forever)
         self._serving = True
 

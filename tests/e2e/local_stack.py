@@ -137,11 +137,20 @@ class RunningStack:
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     @classmethod
-    def start(cls, state_dir: Path, port: int) -> RunningStack:
+    def start(
+        cls,
+        state_dir: Path,
+        port: int,
+        environment_extra: dict[str, str] | None = None,
+        arguments: tuple[str, ...] = (),
+    ) -> RunningStack:
+        """`python -m devstack` on `port`; `environment_extra` (e.g. the LLM_* settings) and `arguments`
+        (devstack flags) are added to what it gets."""
         environment = {key: value for key, value in os.environ.items() if not _NOT_INHERITED.match(key)}
         environment["PYTHONUNBUFFERED"] = "1"
+        environment.update(environment_extra or {})
         process = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "--port", str(port), "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "devstack", "--port", str(port), "--state-dir", str(state_dir), *arguments],
             cwd=REPO_ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,
