@@ -54,6 +54,9 @@ MAX_BACKOFF_SECONDS = 5.0
 WEBHOOK_BUFFER_EVENTS = 25
 WEBHOOK_FLUSH_SECONDS = 0.1
 """How long the agent-server holds an event before posting it: the latency it adds."""
+FORWARDED_INFO_FIELDS = ("id", "execution_status", "title", "created_at", "updated_at")
+"""What of the agent-server's conversation info goes to the control plane: not its settings, stats or
+secret registry (the LLM key may be in them)."""
 STOPPED_WORKING = frozenset({"finished", "idle", "waiting_for_confirmation", "paused", "error", "stuck"})
 """Execution statuses in which the agent does nothing until someone acts."""
 
@@ -202,6 +205,7 @@ class EventRelay:
 
     def accept_conversation_info(self, info: dict[str, Any]) -> None:
         """The agent-server's own conversation info; its status never overrides a newer one from events."""
+        info = {name: info[name] for name in FORWARDED_INFO_FIELDS if name in info}
         with self._changed:
             if self._status is None and isinstance(info.get("execution_status"), str):
                 self._status = str(info["execution_status"])

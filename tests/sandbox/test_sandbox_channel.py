@@ -124,12 +124,13 @@ def test_conversation_info_never_moves_the_status_back(plane: ControlPlaneDouble
     try:
         post_to_relay(relay, "/events/x", [status_event(1, "running")])
         # The agent-server's start notice, composed before the run began, arrives late.
-        post_to_relay(relay, "/conversations", {"id": "c", "execution_status": "idle", "title": "T"})
+        info = {"id": "c", "execution_status": "idle", "title": "T", "agent": {"llm": {"api_key": "sk-secret"}}}
+        post_to_relay(relay, "/conversations", info)
         assert relay.wait_until_forwarded(10)
     finally:
         relay.close(5)
     assert [info["execution_status"] for info in plane.agent_statuses] == ["running", "running"]
-    assert plane.agent_statuses[-1]["title"] == "T"
+    assert plane.agent_statuses[-1] == {"id": "c", "execution_status": "running", "title": "T"}  # no settings
 
 
 def test_a_rejected_relay_stops_the_sandbox(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
