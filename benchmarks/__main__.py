@@ -1,4 +1,4 @@
-"""`make bench`: python -m benchmarks [--only cold,warm,cost,load] [--quick] [--no-docs]
+"""`make bench`: python -m benchmarks [--only cold,warm,cost,load,roundtrip] [--quick] [--no-docs]
 
 Writes benchmarks/results.json and the measured block of docs/performance.md.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import ROOT
 
-SECTIONS = ("cold", "warm", "cost", "load")
+SECTIONS = ("cold", "warm", "cost", "load", "roundtrip")
 RESULTS = ROOT / "benchmarks" / "results.json"
 DOCUMENT = ROOT / "docs" / "performance.md"
 
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     os.environ.pop("AWS_ENDPOINT_URL", None)
     started = time.monotonic()
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() and len(chosen) < 4 else {}
+    results: dict[str, Any] = (
+        json.loads(RESULTS.read_text()) if RESULTS.exists() and len(chosen) < len(SECTIONS) else {}
+    )
     durations: dict[str, float] = dict(results.get("meta", {}).get("section_seconds", {}))
     quick = arguments.quick
     for section in chosen:
@@ -60,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
             levels = ((1, 1, 20), (5, 5, None)) if quick else load.LEVELS
             results["load"] = load.run(levels, log=_log)
+        elif section == "roundtrip":
+            from benchmarks import message_round_trip
+
+            results["message_round_trip"] = message_round_trip.run(rounds=5 if quick else 20, log=_log)
         durations[section] = time.monotonic() - began
         _log(f"bench: {section} took {durations[section]:.0f} s")
     results["meta"] = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "command": "make bench"
-        if len(chosen) == 4 and not quick
+        if len(chosen) == len(SECTIONS) and not quick
         else f"python -m benchmarks --only {','.join(chosen)}",
         "quick": quick,
         "section_seconds": durations,
