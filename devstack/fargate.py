@@ -7,9 +7,14 @@ sandbox process (`python -m openhands_sandbox.bootstrap`), as the task definitio
   Nothing else of this process's environment: no AWS credentials, no LLM key, no user HOME.
 - `StopTask` (desiredStatus STOPPED) sends SIGTERM to the process group, then SIGKILL after a
   grace period, as ECS does; a process that exits by itself stops its task (`ecs.stop_task`).
+- Run as root, every sandbox is separated as on Fargate: its own pair of uids (setup user, agent
+  user; `sandbox_users.py`), its private directories under the task's directory, and a
+  filesystem view (`sandbox_view.py`) in which directories those uids cannot pass through
+  (root's home with pyenv's Python, a 0700 temporary directory) show only what the sandbox needs.
+  Not run as root: one warning, and the sandbox runs as this user with no separation.
 - When a task ends, every process it started ends too, as a container's do: processes that left
   the process group (the agent-server's own session, tmux servers, a setup script's daemons) are
-  found by a marker variable in their environment and killed.
+  found by a marker variable in their environment, and by the task's uids, and killed.
 - Then ECS's "ECS Task State Change" event (lastStatus STOPPED, the container's exit code) goes
   to `on_task_stopped`, as EventBridge delivers it to the rules on the default bus.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.console import say, short
+from devstack.sandbox_users import UidPair, allocate_uid_pair
+from devstack.sandbox_view import python_installation, view_command
 from devstack.template_resources import ACCOUNT_ID, REGION, ROOT
 
 SANDBOX_PACKAGE_DIR = ROOT / "sandbox"
@@ -102,6 +110,7 @@ class SandboxTask:
     directory: Path
     workspace_root: Path
     agent_server_port: int
+    uids: UidPair | None = None
     container_name: str = "sandbox"
     started_by: str = ""
     task_definition_arn: str = ""
@@ -165,6 +174,12 @@ class LocalFargate:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="local-fargate", daemon=True)
         self._enders: list[threading.Thread] = []
+        self._separated = os.geteuid() == 0
+        if not self._separated:
+            say(
+                "local fargate: not running as root, so sandboxes run as this user: their setup "
+                "scripts and agent-servers are not separated from the bootstrap or from each other"
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -243,10 +258,18 @@ class LocalFargate:
 
         directory = self._state_dir / "sandboxes" / task_id
         workspace_root = self._state_dir / "workspaces" / task_id
-        for path in (directory / "home", directory / "tmp", workspace_root):
+        # Others (the sandbox's own users) may pass through, not list; the bootstrap's files are its own.
+        for path, mode in ((directory, 0o711), (directory / "runtime", 0o711), (workspace_root, 0o711)):
             path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+        for path in (directory / "home", directory / "tmp"):
+            path.mkdir(mode=0o700, exist_ok=True)
+        private_tmp = directory / "slash-tmp"  # its /tmp, as a container's own
+        private_tmp.mkdir(exist_ok=True)
+        private_tmp.chmod(0o1777)
         port = free_port()
         marker = f"{self._run_id}:{task_id}"
+        uids = allocate_uid_pair() if self._separated else None
         environment = {
             # What a container has of its own; nothing of this process's environment beyond it.
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -263,12 +286,28 @@ class LocalFargate:
             "PYTHONUNBUFFERED": "1",
             # Offline: LiteLLM's bundled model cost map instead of fetching it from GitHub at start.
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # The private HOME/TMPDIR of its setup script and agent-server, removed when it stops.
+            "SANDBOX_RUNTIME_DIR": str(directory / "runtime"),
+            **(uids.environment() if uids else {}),
             MARKER_VARIABLE: marker,
         }
         log_path = directory / "bootstrap.log"
+        exposed = [
+            directory,
+            workspace_root,
+            SANDBOX_PACKAGE_DIR,
+            self._agent_python.parents[1],
+            python_installation(self._agent_python),
+        ]
         with log_path.open("ab") as log_file:
+            log_path.chmod(0o600)
             process = subprocess.Popen(
-                [str(self._agent_python), "-m", "openhands_sandbox.bootstrap"],
+                [
+                    *view_command(exposed, private_tmp if self._separated else None),
+                    str(self._agent_python),
+                    "-m",
+                    "openhands_sandbox.bootstrap",
+                ],
                 cwd=directory,
                 env=environment,
                 stdin=subprocess.DEVNULL,
@@ -285,6 +324,7 @@ class LocalFargate:
             directory,
             workspace_root,
             port,
+            uids=uids,
             container_name=str(container["name"]),
             started_by=str(task.get("startedBy") or ""),
             task_definition_arn=str(task["taskDefinitionArn"]),
@@ -332,6 +372,13 @@ class LocalFargate:
         _signal_group(task.process.pid, signal.SIGKILL)
         task.process.wait()
         leftovers = kill_marked_processes(task.marker)
+        if task.uids is not None:
+            try:
+                leftovers += task.uids.end()
+            except RuntimeError as error:
+                say(f"{short(task.conversation_id)} sandbox processes survived: {error}")
+        for private in ("runtime", "slash-tmp"):
+            shutil.rmtree(task.directory / private, ignore_errors=True)
         code = task.process.returncode
         seconds = time.monotonic() - task.started_at
         how = "exited" if exited_by_itself else "stopped"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +23,7 @@ from openhands_sandbox.http_client import http_request, open_http
 from openhands_sandbox.lifecycle import StopController
 from openhands_sandbox.logs import fields
 from openhands_sandbox.processes import read_file_tail, terminate_process_group
+from openhands_sandbox.users import RunAs
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,13 @@ class AgentServerLaunch:
     port: int
     session_api_key: str
     working_dir: Path
+    """The workspace: the conversations' working directory (never the server's own)."""
+    home_dir: Path
+    """The server's own working directory and HOME, outside the repository."""
     state_dir: Path
-    """Conversations, bash events and the log live here, outside the repository."""
+    """Conversations and bash events live here, outside the repository."""
+    log_path: Path
+    """The server's output, in a directory of the bootstrap's."""
     tmux_dir: Path
     """TMUX_TMPDIR of the server: its tmux sockets, to find them when stopping.
     Keep it short: a unix socket path is limited to about 100 bytes."""
@@ -53,6 +61,8 @@ class AgentServerLaunch:
     """Clean environment (no sandbox credentials); the session key is added here."""
     webhooks: tuple[dict[str, Any], ...] = ()
     """``WebhookSpec``s of the agent-server's config (the bootstrap's event relay)."""
+    run_as: RunAs | None = None
+    """The agent user (None: the bootstrap's own identity)."""
 
 
 class AgentServer:
@@ -70,19 +80,36 @@ class AgentServer:
 
     @classmethod
     def start(cls, launch: AgentServerLaunch) -> AgentServer:
-        launch.state_dir.mkdir(parents=True, exist_ok=True)
-        log_path = launch.state_dir / "agent-server.log"
-        argv = [launch.python, "-m", "openhands.agent_server", "--host", launch.host, "--port", str(launch.port)]
+        """Start the server, isolated from the repository.
+
+        ``python -I``: no ``PYTHON*`` variable, no user site-packages, no working directory
+        on ``sys.path`` (a repository's own ``openhands/agent_server`` cannot shadow the
+        installed one); the working directory is the server's home, not the workspace.
+        """
+        require_free_port(launch.port)
+        log_path = launch.log_path
+        argv = [
+            launch.python,
+            "-I",
+            "-u",
+            "-m",
+            "openhands.agent_server",
+            "--host",
+            launch.host,
+            "--port",
+            str(launch.port),
+        ]
         try:
             with log_path.open("ab") as log_file:
                 process = subprocess.Popen(
                     argv,
-                    cwd=launch.working_dir,
+                    cwd=launch.home_dir,
                     env=agent_server_environment(launch),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    **(launch.run_as.popen_options() if launch.run_as else {}),
                 )
         except OSError as error:
             shutil.rmtree(launch.tmux_dir, ignore_errors=True)
@@ -118,7 +145,7 @@ class AgentServer:
                     f"The agent-server exited with status {self.process.returncode} while starting.",
                     {"exit_code": self.process.returncode, "log_tail": self.log_tail()},
                 )
-            if self._answers_ready():
+            if self._answers_ready() and self.owns_its_port():
                 return
             if time.monotonic() >= deadline:
                 raise SandboxFailure(
@@ -128,6 +155,11 @@ class AgentServer:
                 )
             stop.wait(READY_POLL_SECONDS)
 
+    def owns_its_port(self) -> bool:
+        """True when every socket listening on the port belongs to this server's processes."""
+        listeners = listening_socket_inodes(self.launch.port)
+        return bool(listeners) and listeners <= socket_inodes_of(process_tree(self.process.pid))
+
     def _answers_ready(self) -> bool:
         try:
             with open_http(http_request(self.local_url + "/ready"), PROBE_TIMEOUT_SECONDS) as response:
@@ -136,7 +168,17 @@ class AgentServer:
             return False
 
     def create_conversation(self, body: dict[str, Any]) -> str:
-        """``POST /api/conversations``; returns the agent-server's conversation id."""
+        """``POST /api/conversations``; returns the agent-server's conversation id.
+
+        The body holds the LLM key and the session key: it goes only to a listener that is
+        this server's own.
+        """
+        if not self.owns_its_port():
+            raise SandboxFailure(
+                ErrorCode.RUNTIME_UNHEALTHY,
+                f"Port {self.launch.port} is held by a process that is not the agent-server we started; "
+                "nothing was sent to it.",
+            )
         request = http_request(
             self.local_url + "/api/conversations",
             body=json.dumps(body).encode(),
@@ -181,11 +223,72 @@ class AgentServer:
         if self.process.returncode is None:
             log.info("stopping the agent-server", extra=fields(pid=self.process.pid))
         terminate_process_group(self.process, STOP_GRACE_SECONDS)
-        kill_tmux_servers(self.launch.tmux_dir)
+        kill_tmux_servers(self.launch.tmux_dir, self.launch.run_as)
         shutil.rmtree(self.launch.tmux_dir, ignore_errors=True)
 
 
-def kill_tmux_servers(tmux_dir: Path) -> None:
+# --- who listens on a port ----------------------------------------------------------------
+
+TCP_LISTEN_STATE = "0A"
+
+
+def listening_socket_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) listening on ``port``, from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            columns = line.split()
+            if len(columns) > 9 and columns[3] == TCP_LISTEN_STATE and int(columns[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(columns[9]))
+    return inodes
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and every live descendant of it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = set(), [root]
+    while pending:
+        pid = pending.pop()
+        if pid not in tree:
+            tree.add(pid)
+            pending.extend(children.get(pid, []))
+    return tree
+
+
+def socket_inodes_of(pids: set[int]) -> set[int]:
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def require_free_port(port: int) -> None:
+    """Fail unless nothing listens on ``port`` (on any address, IPv4 or IPv6)."""
+    if listening_socket_inodes(port):
+        raise SandboxFailure(
+            ErrorCode.RUNTIME_UNHEALTHY,
+            f"Something already listens on the agent-server's port {port}; the agent-server was not started.",
+        )
+
+
+def kill_tmux_servers(tmux_dir: Path, run_as: RunAs | None) -> None:
     """``tmux kill-server`` for every tmux socket under ``tmux_dir`` (TMUX_TMPDIR)."""
     for socket_path in sorted(tmux_dir.glob("tmux-*/*")):
         try:
@@ -194,8 +297,11 @@ def kill_tmux_servers(tmux_dir: Path) -> None:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                 timeout=TMUX_KILL_TIMEOUT_SECONDS,
                 check=False,
+                # tmux refuses a server of another uid, root's included.
+                **(run_as.popen_options() if run_as else {}),
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             log.warning("could not stop a tmux server", extra=fields(problem=str(error)))

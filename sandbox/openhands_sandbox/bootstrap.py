@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -43,7 +42,9 @@ from openhands_sandbox.logs import Redactor, configure_logging, fields
 from openhands_sandbox.processes import clean_environment
 from openhands_sandbox.relay import EventRelay
 from openhands_sandbox.settings import SandboxSettings, SettingsError
+from openhands_sandbox.users import SandboxUser, SandboxUsers, unsearchable_ancestor
 from openhands_sandbox.workspace import (
+    SETUP_SCRIPT,
     Workspace,
     head_commit,
     install_pre_commit_hook,
@@ -93,8 +94,22 @@ class Bootstrap:
         self.agent_server: AgentServer | None = None
         self.relay: EventRelay | None = None
         self.inbox: InboxPoller | None = None
+        self._users: SandboxUsers | None = None
+        self._tmux_dir: Path | None = None
+
+    @property
+    def users(self) -> SandboxUsers:
+        if self._users is None:
+            raise RuntimeError("the sandbox users are made once the context is known")
+        return self._users
 
     def run(self) -> int:
+        try:
+            return self.serve()
+        finally:
+            self.clean_up()
+
+    def serve(self) -> int:
         heartbeat = Heartbeat(
             self.client,
             self.settings.heartbeat_seconds,
@@ -141,27 +156,35 @@ class Bootstrap:
         """The five phases of docs/sandbox-protocol.md, each reported before it starts."""
         self.enter(Phase.RUNTIME_STARTED)
         context = self.fetch_context()
-        scratch_dir = Path(tempfile.mkdtemp(prefix=f"openhands-sandbox-{context.conversation_id[:8]}-"))
-        git = Git(env=self.child_environment(), timeout_seconds=self.settings.git_timeout_seconds, stop=self.stop)
+        users = self.make_users(context)
+        # The clone runs as the bootstrap, in a tree nobody else has touched yet.
+        git = Git(
+            env={**self.child_environment(), "HOME": str(users.bootstrap_dir)},
+            timeout_seconds=self.settings.git_timeout_seconds,
+            stop=self.stop,
+        )
 
         self.enter(Phase.SETTING_UP_WORKSPACE)
-        workspace = self.set_up_workspace(context, git, scratch_dir)
+        workspace = self.set_up_workspace(context, git, users.bootstrap_dir)
 
         self.enter(Phase.RUNNING_SETUP_SCRIPT)
         self.run_setup_script(context, workspace)
 
         self.enter(Phase.SETTING_UP_GIT_HOOKS)
         microagents = self.set_up_git_hooks(workspace)
+        commit = head_commit(self.git_as(users.agent), workspace.path)
+        # Whatever that git left running (a repository can name a `core.fsmonitor` command).
+        users.end_processes_of(users.agent)
 
         self.enter(Phase.STARTING_AGENT_SERVER)
         relay = self.start_relay(context)
-        agent_server = self.start_agent_server(context, workspace.path, scratch_dir)
-        commit = head_commit(git, workspace.path)
+        agent_server = self.start_agent_server(context, workspace.path)
         relay.before_stopped_status = WorkspacePublisher(
             self.client,
             workspace.path,
             commit,
-            GitRunner(env=self.child_environment()),
+            # git in the workspace runs as the agent user (the repository's config is its own).
+            GitRunner(env=self.child_environment(users.agent), user=users.agent.uid, group=users.agent.gid),
             self.settings.workspace_diff_cap_bytes,
         ).publish
         report = ReadyReport(
@@ -195,6 +218,48 @@ class Bootstrap:
         )
         self.inbox.start()
 
+    def make_users(self, context: ConversationContext) -> SandboxUsers:
+        """The sandbox's private directories and users; fails if a user cannot reach its paths."""
+        settings = self.settings
+        users = SandboxUsers.create(
+            settings.runtime_dir,
+            f"openhands-sandbox-{context.conversation_id[:8]}-",
+            settings.setup_uid,
+            settings.agent_uid,
+        )
+        self._users = users
+        if users.separated:
+            python = Path(os.path.realpath(settings.agent_server_python))
+            needs = [(users.setup, settings.workspace_root), (users.agent, settings.workspace_root)]
+            needs += [(user, user.home) for user in (users.setup, users.agent)] + [(users.agent, python.parent)]
+            for user, path in needs:
+                blocked = unsearchable_ancestor(path, user.uid, user.gid)
+                if blocked is not None:
+                    raise SandboxFailure(
+                        ErrorCode.INTERNAL,
+                        f"The {user.role} user (uid {user.uid}) cannot reach {path}: {blocked} is not "
+                        "searchable by it. Give the sandbox directories and the agent-server's Python "
+                        "paths that other users may pass through.",
+                    )
+        log.info(
+            "sandbox users",
+            extra=fields(
+                separated=users.separated,
+                setup_uid=users.setup.uid,
+                agent_uid=users.agent.uid,
+                private_dir=str(users.root),
+            ),
+        )
+        return users
+
+    def git_as(self, user: SandboxUser) -> Git:
+        return Git(
+            env=self.child_environment(user),
+            timeout_seconds=self.settings.git_timeout_seconds,
+            stop=self.stop,
+            run_as=user.run_as,
+        )
+
     def set_up_workspace(self, context: ConversationContext, git: Git, scratch_dir: Path) -> Workspace:
         workspace = prepare_workspace(
             git=git,
@@ -208,18 +273,38 @@ class Bootstrap:
         return workspace
 
     def run_setup_script(self, context: ConversationContext, workspace: Workspace) -> None:
-        ran = run_setup_script(
-            workspace.path,
-            env=self.child_environment(),
-            timeout_seconds=context.setup_script_timeout_seconds,
-            stop=self.stop,
-        )
-        log.info("setup script done" if ran else "no setup script")
+        """The setup script runs as the setup user, which gets the workspace for it; then every
+        process of that user is killed and the workspace goes to the agent user."""
+        users = self.users
+        workspace_root = self.settings.workspace_root
+        if not (workspace.path / SETUP_SCRIPT).is_file():
+            users.hand_workspace_to(workspace_root, users.agent, previous_owner=0)
+            log.info("no setup script")
+            return
+        users.hand_workspace_to(workspace_root, users.setup, previous_owner=0)
+        try:
+            run_setup_script(
+                workspace.path,
+                env=self.child_environment(users.setup),
+                timeout_seconds=context.setup_script_timeout_seconds,
+                stop=self.stop,
+                run_as=users.setup.run_as,
+            )
+        finally:
+            users.end_processes_of(users.setup)
+            users.remove_files_of(users.setup)
+        users.hand_workspace_to(workspace_root, users.agent, previous_owner=users.setup.uid)
+        log.info("setup script done")
 
     def set_up_git_hooks(self, workspace: Workspace) -> list[str]:
-        """Install the pre-commit hook; return the repository's microagent names."""
-        installed = install_pre_commit_hook(workspace.path)
-        microagents = list_microagents(workspace.path)
+        """Install the pre-commit hook; return the repository's microagent names.
+
+        Done with the agent user's permissions: the tree is the repository's (and the setup
+        script's), so a symbolic link in it must not lead root's writes elsewhere.
+        """
+        with self.users.acting_as(self.users.agent):
+            installed = install_pre_commit_hook(workspace.path)
+            microagents = list_microagents(workspace.path)
         log.info("git hooks", extra=fields(pre_commit_installed=installed, microagents=microagents))
         return microagents
 
@@ -252,7 +337,9 @@ class Bootstrap:
             )
         return context
 
-    def start_agent_server(self, context: ConversationContext, workspace_dir: Path, scratch_dir: Path) -> AgentServer:
+    def start_agent_server(self, context: ConversationContext, workspace_dir: Path) -> AgentServer:
+        users = self.users
+        self._tmux_dir = users.tmux_directory()
         self.agent_server = AgentServer.start(
             AgentServerLaunch(
                 python=self.settings.agent_server_python,
@@ -260,17 +347,32 @@ class Bootstrap:
                 port=self.settings.agent_server_port,
                 session_api_key=context.session_api_key,
                 working_dir=workspace_dir,
-                state_dir=scratch_dir / "agent-server",
-                tmux_dir=short_temporary_directory("oh-tmux-"),
-                env=self.child_environment(),
+                home_dir=users.agent.home,
+                state_dir=users.agent_state,
+                log_path=users.bootstrap_dir / "agent-server.log",
+                tmux_dir=self._tmux_dir,
+                env=self.child_environment(users.agent),
+                run_as=users.agent.run_as,
                 webhooks=(self.relay.webhook_spec(),) if self.relay is not None else (),
             )
         )
         self.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
         return self.agent_server
 
-    def child_environment(self) -> dict[str, str]:
-        return clean_environment(self.secrets)
+    def child_environment(self, user: SandboxUser | None = None) -> dict[str, str]:
+        """No credential of the sandbox; with ``user``, that user's own HOME and TMPDIR."""
+        return {**clean_environment(self.secrets), **(user.environment() if user else {})}
+
+    def clean_up(self) -> None:
+        """Once every child is stopped: kill what is left of both users, remove their files."""
+        if self._users is None:
+            return
+        try:
+            for user in (self._users.setup, self._users.agent):
+                self._users.end_processes_of(user)
+                self._users.remove_files_of(user)
+        finally:
+            self._users.remove(*([self._tmux_dir] if self._tmux_dir else []))
 
     # --- after ready, and endings ---------------------------------------------------------
 
@@ -315,13 +417,6 @@ class Bootstrap:
             self.agent_server.stop()
         if self.relay is not None:
             self.relay.close(RELAY_DRAIN_SECONDS)
-
-
-def short_temporary_directory(prefix: str) -> Path:
-    """A new private directory with a short path (for unix sockets), in /tmp if possible."""
-    short_root = Path("/tmp")  # noqa: S108 - mkdtemp makes a private directory in it
-    parent = short_root if os.access(short_root, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def main() -> int:

@@ -62,7 +62,7 @@ class ConversationContext:
 
     def secrets(self) -> list[str]:
         """Every value that must never reach a log, an event or a child's environment."""
-        values = [self.session_api_key, self.llm.api_key]
+        values = [self.session_api_key, self.llm.api_key, *mcp_secrets(self.mcp_config)]
         if self.repository is not None:
             values.append(self.repository.password)
         return [value for value in values if value]
@@ -83,6 +83,34 @@ class ConversationContext:
             mcp_config=_object(obj.get("mcp_config") or {}, "mcp_config"),
             setup_script_timeout_seconds=_setup_timeout(obj.get("setup_script_timeout_seconds")),
         )
+
+
+MCP_SECRET_FIELDS = ("headers", "env")
+"""Fields of an MCP server whose values are credentials (``Authorization``, API keys)."""
+MCP_SECRET_KEYS = ("api_key", "token", "auth")
+
+
+def mcp_secrets(mcp_config: dict[str, Any]) -> list[str]:
+    """Every header and environment value of every MCP server, and any key or token field.
+
+    Header names and variable names are not secret; their values are treated as if they
+    all were (an ``X-Api-Key`` header, a ``GITHUB_TOKEN`` variable).
+    """
+    found: list[str] = []
+    servers = mcp_config.get("mcpServers", mcp_config)
+    for server in servers.values() if isinstance(servers, dict) else []:
+        if not isinstance(server, dict):
+            continue
+        for name in MCP_SECRET_FIELDS:
+            values = server.get(name)
+            if isinstance(values, dict):
+                found.extend(value for value in values.values() if isinstance(value, str))
+        for name, value in server.items():
+            if isinstance(value, str) and any(key in name.lower() for key in MCP_SECRET_KEYS):
+                found.append(value)
+    # "Bearer <key>": the key alone is masked too, wherever it appears without the scheme.
+    schemes = ("bearer ", "basic ", "token ")
+    return found + [value.split(" ", 1)[1].strip() for value in found if value.lower().startswith(schemes)]
 
 
 def _repository(data: Any) -> RepositoryContext | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from openhands_sandbox.lifecycle import StopController
+from openhands_sandbox.users import RunAs
 
 POLL_SECONDS = 0.1
 SANDBOX_ONLY_VARIABLES = frozenset(
@@ -24,23 +25,35 @@ SANDBOX_ONLY_VARIABLES = frozenset(
         "OH_SESSION_API_KEYS_0",
         "GIT_ASKPASS",
         "SSH_ASKPASS",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
     }
 )
-"""Never handed to children: credentials, or ways to reach them."""
+"""Never handed to children: credentials, ways to reach them, or the bootstrap's own paths."""
+SANDBOX_ONLY_PREFIXES = (
+    "SANDBOX_",
+    # The task role's credentials and the task metadata: the container credentials
+    # endpoint (AWS_CONTAINER_CREDENTIALS_*), keys, regions, profiles.
+    "AWS_",
+    "ECS_CONTAINER_METADATA_URI",
+)
 
 
 def clean_environment(secrets: Iterable[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: ``os.environ``) without sandbox credentials.
 
-    Drops the variables in ``SANDBOX_ONLY_VARIABLES`` and any variable whose value
-    contains one of ``secrets``.
+    Drops the variables in ``SANDBOX_ONLY_VARIABLES``, those starting with one of
+    ``SANDBOX_ONLY_PREFIXES`` and any variable whose value contains one of ``secrets``.
     """
     source = os.environ if base is None else base
     secret_values = [secret for secret in secrets if secret]
     return {
         name: value
         for name, value in source.items()
-        if name not in SANDBOX_ONLY_VARIABLES and not any(secret in value for secret in secret_values)
+        if name not in SANDBOX_ONLY_VARIABLES
+        and not name.startswith(SANDBOX_ONLY_PREFIXES)
+        and not any(secret in value for secret in secret_values)
     }
 
 
@@ -60,12 +73,14 @@ def run_bounded(
     timeout_seconds: float,
     stop: StopController,
     output_limit: int = 64 * 1024,
+    run_as: RunAs | None = None,
 ) -> BoundedResult:
     """Run ``argv`` in its own process group, killing the whole group on timeout or stop.
 
     Output goes to a temporary file, not a pipe, so a background grandchild that keeps
     the output open can never block us. A process that exits by itself keeps its
-    background children (a setup script may start services on purpose).
+    background children (a setup script may start services on purpose; the caller ends
+    them by uid when they must not outlive this step). ``run_as``: the child's identity.
     Raises ``StopRequested`` if a stop is requested while it runs.
     """
     with tempfile.TemporaryFile() as output:
@@ -77,6 +92,7 @@ def run_bounded(
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **(run_as.popen_options() if run_as else {}),
         )
         try:
             outcome = _wait_for_exit(process, time.monotonic() + timeout_seconds, stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 from openhands_sandbox.http_client import is_http_url
 
 CONVERSATION_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+DEFAULT_SETUP_UID = 1001
+"""``oh-setup`` in the image: runs the repository's setup script."""
+DEFAULT_AGENT_UID = 1000
+"""``openhands`` in the image: runs the agent-server (and so the agent's commands)."""
 
 
 class SettingsError(ValueError):
@@ -33,6 +38,10 @@ class SandboxSettings:
     git_fetch_depth: int
     """Depth of the clone; 0 fetches the whole history."""
     git_timeout_seconds: float
+    setup_uid: int
+    agent_uid: int
+    runtime_dir: Path
+    """Where the sandbox's private directories are made (HOME/TMPDIR of its users)."""
     inbox_wait_seconds: float = 20.0
     """Long-poll wait of ``GET /v1/inbox`` (the API's maximum is 20)."""
     workspace_diff_cap_bytes: int = 512 * 1024
@@ -54,6 +63,10 @@ class SandboxSettings:
         api_url = _required(environ, "SANDBOX_API_URL").rstrip("/")
         if not is_http_url(api_url):
             raise SettingsError("SANDBOX_API_URL must be an http(s) URL")
+        setup_uid = _integer(environ, "SANDBOX_SETUP_UID", DEFAULT_SETUP_UID, minimum=1)
+        agent_uid = _integer(environ, "SANDBOX_AGENT_UID", DEFAULT_AGENT_UID, minimum=1)
+        if setup_uid == agent_uid:
+            raise SettingsError("SANDBOX_SETUP_UID and SANDBOX_AGENT_UID must be different users")
         return cls(
             conversation_id=conversation_id,
             api_url=api_url,
@@ -70,6 +83,9 @@ class SandboxSettings:
             git_timeout_seconds=_number(environ, "SANDBOX_GIT_TIMEOUT_SECONDS", 600.0),
             inbox_wait_seconds=min(_number(environ, "SANDBOX_INBOX_WAIT_SECONDS", 20.0), 20.0),
             workspace_diff_cap_bytes=_integer(environ, "SANDBOX_WORKSPACE_DIFF_CAP_BYTES", 512 * 1024, minimum=1024),
+            setup_uid=setup_uid,
+            agent_uid=agent_uid,
+            runtime_dir=Path(environ.get("SANDBOX_RUNTIME_DIR") or tempfile.gettempdir()).absolute(),
         )
 
 

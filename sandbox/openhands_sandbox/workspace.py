@@ -12,6 +12,7 @@ from openhands_sandbox.context import RepositoryContext
 from openhands_sandbox.errors import ErrorCode, SandboxFailure
 from openhands_sandbox.git import (
     DEFAULT_USERNAME,
+    FetchAccess,
     Git,
     GitCredentials,
     credential_environment,
@@ -22,6 +23,7 @@ from openhands_sandbox.git import (
 from openhands_sandbox.lifecycle import StopController
 from openhands_sandbox.logs import fields
 from openhands_sandbox.processes import BoundedResult, run_bounded
+from openhands_sandbox.users import RunAs
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,8 @@ def clone_at_commit(
         message=clone_failed,
     )
     credentials = _credentials(repository)
-    with credential_environment(credentials, scratch_dir) as auth_env:
-        fetch_commit(git, destination, repository, auth_env, fetch_depth)
+    with credential_environment(credentials, repository.clone_url, scratch_dir) as access:
+        fetch_commit(git, destination, repository, access, fetch_depth)
     git.check(
         ["checkout", "-q", "-B", branch, repository.commit],
         cwd=destination,
@@ -147,12 +149,12 @@ def fetch_commit(
     git: Git,
     repo_dir: Path,
     repository: RepositoryContext,
-    auth_env: Mapping[str, str],
+    access: FetchAccess,
     fetch_depth: int,
 ) -> None:
     """Fetch the recorded commit itself; if the server refuses, fetch the branch instead."""
     depth = [f"--depth={fetch_depth}"] if fetch_depth > 0 else []
-    by_commit = _fetch(git, repo_dir, auth_env, [*depth, "origin", repository.commit])
+    by_commit = _fetch(git, repo_dir, access, [*depth, "origin", repository.commit])
     if by_commit.returncode == 0 and not by_commit.timed_out:
         return
     raise_if_auth_failure(by_commit, repository)
@@ -166,7 +168,7 @@ def fetch_commit(
         "the server refused to fetch by commit; fetching the branch instead",
         extra=fields(branch=repository.branch),
     )
-    fetch_branch_history(git, repo_dir, repository, auth_env)
+    fetch_branch_history(git, repo_dir, repository, access)
     if git.run(["cat-file", "-e", f"{repository.commit}^{{commit}}"], cwd=repo_dir).returncode != 0:
         where = f"branch {repository.branch}" if repository.branch else "any branch"
         raise SandboxFailure(
@@ -177,10 +179,10 @@ def fetch_commit(
         )
 
 
-def fetch_branch_history(git: Git, repo_dir: Path, repository: RepositoryContext, auth_env: Mapping[str, str]) -> None:
+def fetch_branch_history(git: Git, repo_dir: Path, repository: RepositoryContext, access: FetchAccess) -> None:
     """Fetch the whole history of the branch (or of every branch when none is named)."""
     refspec = [f"+refs/heads/{repository.branch}:refs/remotes/origin/{repository.branch}"] if repository.branch else []
-    result = _fetch(git, repo_dir, auth_env, ["origin", *refspec])
+    result = _fetch(git, repo_dir, access, ["origin", *refspec])
     if result.returncode == 0 and not result.timed_out:
         return
     raise_if_auth_failure(result, repository)
@@ -204,13 +206,8 @@ def raise_if_auth_failure(result: BoundedResult, repository: RepositoryContext) 
         )
 
 
-def _fetch(git: Git, repo_dir: Path, auth_env: Mapping[str, str], args: list[str]) -> BoundedResult:
-    # An empty credential.helper keeps any configured helper from storing the password.
-    return git.run(
-        ["-c", "credential.helper=", "fetch", "--no-tags", *args],
-        cwd=repo_dir,
-        env=auth_env,
-    )
+def _fetch(git: Git, repo_dir: Path, access: FetchAccess, args: list[str]) -> BoundedResult:
+    return git.run([*access.options, "fetch", "--no-tags", *args], cwd=repo_dir, env=access.env)
 
 
 def _credentials(repository: RepositoryContext) -> GitCredentials | None:
@@ -280,8 +277,9 @@ def run_setup_script(
     env: Mapping[str, str],
     timeout_seconds: float,
     stop: StopController,
+    run_as: RunAs | None = None,
 ) -> bool:
-    """Run ``.openhands/setup.sh`` if the repository has one; True if it ran."""
+    """Run ``.openhands/setup.sh`` if the repository has one (as ``run_as``); True if it ran."""
     if not (repo_dir / SETUP_SCRIPT).is_file():
         return False
     result = run_bounded(
@@ -291,6 +289,7 @@ def run_setup_script(
         timeout_seconds=timeout_seconds,
         stop=stop,
         output_limit=OUTPUT_TAIL_BYTES,
+        run_as=run_as,
     )
     if result.timed_out:
         raise SandboxFailure(

@@ -14,17 +14,12 @@ SANDBOX_DIR = Path(__file__).resolve().parents[2] / "sandbox"
 if str(SANDBOX_DIR) not in sys.path:
     sys.path.insert(0, str(SANDBOX_DIR))
 
-from sandbox_harness import Secrets, processes_inside  # noqa: E402
+from sandbox_harness import Secrets, processes_inside, release_uid_pairs  # noqa: E402
 
 
 @pytest.fixture
 def sandbox_secrets() -> Secrets:
-    return Secrets(
-        token="tok_" + secrets.token_hex(16),
-        llm_key="sk-llm-" + secrets.token_hex(16),
-        git_password="ghp_" + secrets.token_hex(16),
-        session_key="sess_" + secrets.token_hex(16),
-    )
+    return Secrets.random()
 
 
 @pytest.fixture
@@ -35,7 +30,10 @@ def conversation_id() -> str:
 @pytest.fixture(autouse=True)
 def nothing_left_running(tmp_path: Path) -> Iterator[None]:
     """Fail a test that leaves any process working inside its temporary directory."""
-    yield
+    try:
+        yield
+    finally:
+        release_uid_pairs()  # the uids' processes die with the sandbox, as on Fargate
     deadline = time.monotonic() + 5
     leftovers = processes_inside(tmp_path)
     while leftovers and time.monotonic() < deadline:

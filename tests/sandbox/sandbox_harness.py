@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,17 +18,24 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devstack.sandbox_users import UidPair, allocate_uid_pair
+from devstack.sandbox_view import python_installation, view_command
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_DIR = REPO_ROOT / "sandbox"
 AGENT_VENV_PYTHON = REPO_ROOT / ".venv-agent" / "bin" / "python"
 GIT_IDENTITY = ["-c", "user.name=Test Author", "-c", "user.email=author@example.com"]
+# The test reads workspaces the sandbox handed to its agent user (another uid).
+SAFE_DIRECTORIES = ["-c", "safe.directory=*"]
+SEPARATED = os.geteuid() == 0
+"""Run as root, the bootstrap separates its children: each run gets its own uid pair."""
 
 Event = dict[str, Any]
 
@@ -80,7 +88,7 @@ def processes_inside(directory: Path) -> list[str]:
 
 def git(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> str:
     result = subprocess.run(
-        ["git", *args],
+        ["git", *SAFE_DIRECTORIES, *args],
         cwd=cwd,
         env=None if env is None else dict(env),
         capture_output=True,
@@ -494,6 +502,16 @@ class Secrets:
     def all(self) -> list[str]:
         return [self.token, self.llm_key, self.git_password, self.session_key]
 
+    @classmethod
+    def random(cls) -> Secrets:
+        """Real values, random for each test: what a leak would carry."""
+        return cls(
+            token="tok_" + secrets.token_hex(16),
+            llm_key="sk-llm-" + secrets.token_hex(16),
+            git_password="ghp_" + secrets.token_hex(16),
+            session_key="sess_" + secrets.token_hex(16),
+        )
+
 
 def make_context(
     conversation_id: str,
@@ -554,12 +572,30 @@ def bootstrap_environment(
     workspace_root: Path,
     scratch: Path,
     extra: Mapping[str, str] | None = None,
+    uid_pairs: list[UidPair] | None = None,
 ) -> dict[str, str]:
-    """The task environment of docs/sandbox-protocol.md, isolated in ``scratch``."""
+    """The task environment of docs/sandbox-protocol.md, isolated in ``scratch``.
+
+    Run as root, with a uid pair of its own (added to ``uid_pairs``, by default the pairs
+    ``release_uid_pairs`` ends after each test) and its private directories under
+    ``scratch/runtime``, as devstack gives a task.
+    """
     home = scratch / "home"
     tmp = scratch / "tmp"
     home.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
+    runtime = scratch / "runtime"
+    runtime.mkdir(mode=0o711, exist_ok=True)
+    (scratch / "slash-tmp").mkdir(exist_ok=True)
+    (scratch / "slash-tmp").chmod(0o1777)  # the sandbox's own /tmp, as a container has
+    separation: dict[str, str] = {}
+    if SEPARATED:
+        # pytest makes each test's directory 0700: the sandbox's users must pass through it.
+        for directory in {workspace_root.parent, scratch.parent, scratch}:
+            directory.chmod(0o711)
+        pair = allocate_uid_pair()
+        (UID_PAIRS if uid_pairs is None else uid_pairs).append(pair)
+        separation = pair.environment()
     env = {
         name: value
         for name, value in os.environ.items()
@@ -578,15 +614,47 @@ def bootstrap_environment(
             "AGENT_SERVER_HOST": "127.0.0.1",
             "AGENT_SERVER_PORT": str(free_port()),
             "HEARTBEAT_SECONDS": "0.2",
+            "SANDBOX_RUNTIME_DIR": str(runtime),
+            **separation,
         }
     )
     env.update(extra or {})
     return env
 
 
-def run_bootstrap(env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+UID_PAIRS: list[UidPair] = []
+
+
+def release_uid_pairs() -> None:
+    """Kill whatever runs as the uids handed out since the last call, and free them."""
+    while UID_PAIRS:
+        UID_PAIRS.pop().end()
+
+
+def bootstrap_command(env: Mapping[str, str], exposed_too: Sequence[Path] = ()) -> list[str]:
+    """``python -m openhands_sandbox.bootstrap`` in the filesystem view devstack gives a sandbox
+    (with ``exposed_too`` visible as well)."""
+    exposed = [
+        *exposed_too,
+        Path(env["WORKSPACE_ROOT"]).parent,
+        Path(env["SANDBOX_RUNTIME_DIR"]),
+        Path(env.get("TEST_OUTPUT_DIR") or env["SANDBOX_RUNTIME_DIR"]),
+        SANDBOX_DIR,
+        Path(sys.executable).parents[1],
+        python_installation(sys.executable),
+    ]
+    agent_python = env.get("AGENT_SERVER_PYTHON")
+    if agent_python:
+        exposed += [Path(agent_python).parents[1], python_installation(agent_python)]
+    private_tmp = Path(env["SANDBOX_RUNTIME_DIR"]).parent / "slash-tmp"
+    return [*view_command(exposed, private_tmp), sys.executable, "-m", "openhands_sandbox.bootstrap"]
+
+
+def run_bootstrap(
+    env: Mapping[str, str], timeout: float = 60, exposed_too: Sequence[Path] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "openhands_sandbox.bootstrap"],
+        bootstrap_command(env, exposed_too),
         env=dict(env),
         capture_output=True,
         text=True,
@@ -598,7 +666,7 @@ def run_bootstrap(env: Mapping[str, str], timeout: float = 60) -> subprocess.Com
 def start_bootstrap(env: Mapping[str, str], stderr_path: Path) -> subprocess.Popen[bytes]:
     with stderr_path.open("wb") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "openhands_sandbox.bootstrap"],
+            bootstrap_command(env),
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

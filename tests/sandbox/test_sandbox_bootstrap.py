@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from sandbox_harness import (
+    SAFE_DIRECTORIES,
     ControlPlaneDouble,
     Secrets,
     SourceRepo,
@@ -62,6 +63,7 @@ class Sandbox:
         self.workspace_root = tmp_path / "workspace"
         self.output_dir = tmp_path / "out"
         self.output_dir.mkdir()
+        self.output_dir.chmod(0o777)  # the setup script writes here, as a user of its own
         self.env = bootstrap_environment(
             conversation_id=conversation_id,
             api_url=plane.url,
@@ -479,7 +481,7 @@ def test_a_failing_openhands_pre_commit_script_blocks_the_commit(
     assert result.returncode == EXIT_CONTROL_PLANE_GONE, result.stderr
     repo_dir = sandbox.workspace_root / "demo"
     commit = subprocess.run(
-        ["git", "commit", "-q", "--allow-empty", "-m", "blocked"],
+        ["git", *SAFE_DIRECTORIES, "commit", "-q", "--allow-empty", "-m", "blocked"],
         cwd=repo_dir,
         env=sandbox.env,
         capture_output=True,

@@ -70,8 +70,33 @@ def test_clean_environment_drops_credentials_and_any_value_holding_a_secret() ->
         "SESSION_API_KEY": "k",
         "CARRIER": "prefix-the-llm-key-suffix",
         "HOME": "/home/u",
+        "SANDBOX_TOKEN_CIPHERTEXT": "AQICAH...",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/abc",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/abc",
+        "ECS_CONTAINER_METADATA_URI": "http://169.254.170.2/v3/abc",
+        "PYTHONPATH": "/opt/openhands-sandbox",
     }
     assert clean_environment(["the-llm-key"], base) == {"PATH": "/usr/bin", "HOME": "/home/u"}
+
+
+def test_mcp_header_and_environment_values_are_secrets_and_get_masked(sandbox_secrets: Secrets) -> None:
+    mcp_key = "mcp_" + "k" * 24
+    context_json = make_context("ab" * 16, sandbox_secrets, repository=None)
+    context_json["mcp_config"] = {
+        "search": {
+            "url": "https://mcp.example.com/mcp",
+            "transport": "http",
+            "headers": {"Authorization": f"Bearer {mcp_key}"},
+        },
+        "tools": {"command": "uvx", "args": ["mcp-tools"], "env": {"TOOLS_TOKEN": "tools-" + "t" * 20}},
+        "keyed": {"url": "https://other.example.com/sse", "transport": "sse", "api_key": "key-" + "a" * 20},
+    }
+    context = ConversationContext.from_json(context_json)
+    found = context.secrets()
+    assert {mcp_key, f"Bearer {mcp_key}", "tools-" + "t" * 20, "key-" + "a" * 20} <= set(found)
+    redactor = Redactor(found)
+    assert redactor.redact(f"connecting with {mcp_key} and tools-{'t' * 20}") == "connecting with *** and ***"
 
 
 def test_control_plane_calls_are_retried_on_5xx_but_not_on_409() -> None:
