@@ -14,12 +14,18 @@ SANDBOX_DIR = Path(__file__).resolve().parents[2] / "sandbox"
 if str(SANDBOX_DIR) not in sys.path:
     sys.path.insert(0, str(SANDBOX_DIR))
 
-from sandbox_harness import Secrets, processes_inside, release_uid_pairs  # noqa: E402
+from sandbox_harness import UID_PAIRS, Secrets, processes_inside, release_uid_pairs  # noqa: E402
 
 
 @pytest.fixture
 def sandbox_secrets() -> Secrets:
     return Secrets.random()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_sandbox_uid_left() -> Iterator[None]:
+    yield
+    release_uid_pairs()
 
 
 @pytest.fixture
@@ -30,10 +36,12 @@ def conversation_id() -> str:
 @pytest.fixture(autouse=True)
 def nothing_left_running(tmp_path: Path) -> Iterator[None]:
     """Fail a test that leaves any process working inside its temporary directory."""
+    # Pairs of sandboxes shared by a module are made before this runs: they outlive the test.
+    shared = len(UID_PAIRS)
     try:
         yield
     finally:
-        release_uid_pairs()  # the uids' processes die with the sandbox, as on Fargate
+        release_uid_pairs(since=shared)  # the uids' processes die with the sandbox, as on Fargate
     deadline = time.monotonic() + 5
     leftovers = processes_inside(tmp_path)
     while leftovers and time.monotonic() < deadline:

@@ -625,9 +625,9 @@ def bootstrap_environment(
 UID_PAIRS: list[UidPair] = []
 
 
-def release_uid_pairs() -> None:
-    """Kill whatever runs as the uids handed out since the last call, and free them."""
-    while UID_PAIRS:
+def release_uid_pairs(since: int = 0) -> None:
+    """Kill whatever runs as the uids handed out after the first ``since``, and free them."""
+    while len(UID_PAIRS) > since:
         UID_PAIRS.pop().end()
 
 
