@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ BOOT_SECONDS = 180.0
 RUNNING_SECONDS = 240.0
 ROUND_SECONDS = 60.0
 BASELINE_POLL_SECONDS = 0.005
+STATUS_POLL_SECONDS = 0.25
+"""Between reads of the conversation while waiting for the agent to finish (not part of a round)."""
 
 
 def _free_port() -> int:
@@ -101,7 +104,7 @@ def _until(condition: Callable[[], Any], what: str, timeout: float) -> Any:
             return result
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(STATUS_POLL_SECONDS)
 
 
 def _text(event: dict[str, Any]) -> str:
@@ -109,15 +112,24 @@ def _text(event: dict[str, Any]) -> str:
     return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
 
 
-def _agent_after(events: list[dict[str, Any]], text: str) -> bool:
-    """True once an agent event follows the user message holding `text` (agent-server JSON)."""
-    seen_message = False
+def _message_and_answer(events: list[dict[str, Any]], text: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The user message holding `text` and the first agent event after it (agent-server JSON)."""
+    message = None
     for event in events:
         if event.get("kind") == "MessageEvent" and event.get("source") == "user" and _text(event) == text:
-            seen_message = True
-        elif seen_message and event.get("source") == "agent":
-            return True
-    return False
+            message = event
+        elif message is not None and event.get("source") == "agent":
+            return message, event
+    return None
+
+
+def _agent_after(events: list[dict[str, Any]], text: str) -> bool:
+    return _message_and_answer(events, text) is not None
+
+
+def _epoch(timestamp: str) -> float:
+    """An agent-server timestamp (local time, no zone, as it writes them) in seconds since the epoch."""
+    return datetime.fromisoformat(timestamp).timestamp()
 
 
 def _session_key_of(port: int) -> str:
@@ -156,9 +168,11 @@ class _Conversation:
                 return
             self.cursor = page["next_page_id"]
 
-    def service_round(self, text: str) -> float:
-        """Seconds from POST .../messages to the owner reading the agent's first event after it."""
-        started = time.perf_counter()
+    def service_round(self, text: str) -> tuple[float, dict[str, float]]:
+        """Seconds from POST .../messages to the owner reading the agent's first event after it, and
+        where they went (by the agent-server's own timestamps): in (to the agent-server), the agent,
+        out (back to the owner)."""
+        started, wall_started = time.perf_counter(), time.time()
         answer = self.http.post(f"{self.api}/conversations/{self.id}/messages", json={"text": text}, timeout=30)
         answer.raise_for_status()
         seen: list[dict[str, Any]] = []
@@ -168,8 +182,12 @@ class _Conversation:
             page = self.http.get(f"{self.api}/conversations/{self.id}/events", params=params, timeout=60).json()
             self.cursor = page["next_page_id"] or self.cursor
             seen.extend(envelope["event"] or {} for envelope in page["results"])
-            if _agent_after(seen, text):
-                return time.perf_counter() - started
+            found = _message_and_answer(seen, text)
+            if found:
+                elapsed, wall_now = time.perf_counter() - started, time.time()
+                message_at, answer_at = _epoch(found[0]["timestamp"]), _epoch(found[1]["timestamp"])
+                parts = {"in": message_at - wall_started, "agent": answer_at - message_at, "out": wall_now - answer_at}
+                return elapsed, parts
         raise RuntimeError(f"no agent event after {text!r} within {ROUND_SECONDS:g} s")
 
 
@@ -224,9 +242,13 @@ def run(rounds: int = 20, log: Callable[[str], None] = print) -> dict[str, Any]:
             session_key = _session_key_of(int(agent_url.rsplit(":", 1)[1]))
             conversation.skip_to_end()
             through_service: list[float] = []
+            parts: dict[str, list[float]] = {"in": [], "agent": [], "out": []}
             baseline: list[float] = []
             for number in range(rounds):
-                through_service.append(conversation.service_round(f"bench message {number} via the service"))
+                elapsed, split = conversation.service_round(f"bench message {number} via the service")
+                through_service.append(elapsed)
+                for name, seconds in split.items():
+                    parts[name].append(seconds)
                 _until(lambda: conversation.view().get("agent_status") == "finished", "finished", ROUND_SECONDS)
                 baseline.append(_direct_round(agent_url, agent_id, session_key, f"bench message {number} direct"))
                 _until(lambda: conversation.view().get("agent_status") == "finished", "finished", ROUND_SECONDS)
@@ -247,6 +269,7 @@ def run(rounds: int = 20, log: Callable[[str], None] = print) -> dict[str, Any]:
         "p50_ratio": service_p50 / baseline_p50,
         "p95_ratio": service_p95 / baseline_p95,
         "service_ms": [round(value * 1000, 1) for value in through_service],
+        "service_parts_p50_ms": {name: percentile(values, 50) * 1000 for name, values in parts.items()},
         "baseline_ms": [round(value * 1000, 1) for value in baseline],
         "model_requests": model_requests,
     }

@@ -178,6 +178,12 @@ def render(results: dict[str, Any]) -> str:
             f"| agent-server alone (baseline) | {trip['baseline_p50_ms']:.0f} | {trip['baseline_p95_ms']:.0f} |",
             f"| ratio | **{trip['p50_ratio']:.1f}x** | **{trip['p95_ratio']:.1f}x** |",
             "",
+            "Where a round through the service goes (p50 of each part, from the agent-server's own event "
+            f"timestamps): to the agent-server {trip['service_parts_p50_ms']['in']:.0f} ms (the message API, the "
+            f"inbox long poll, the hand-over), the agent {trip['service_parts_p50_ms']['agent']:.0f} ms (model call "
+            f"and step), back to the owner {trip['service_parts_p50_ms']['out']:.0f} ms (webhook flush, relay, "
+            "sandbox API, the events long poll).",
+            "",
         ]
     out.append(END)
     return "\n".join(out)

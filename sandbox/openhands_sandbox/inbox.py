@@ -74,16 +74,18 @@ class AgentConversation:
             body["reason"] = reason
         self._call("POST", "/events/respond_to_confirmation", body)
 
-    def user_messages(self) -> tuple[int, str | None]:
-        """How many user messages the agent-server holds, and the text of the newest."""
-        count = self._call("GET", "/events/count?kind=MessageEvent&source=user", None)
+    def user_message_count(self) -> int:
+        """How many user messages the agent-server holds."""
+        return int(self._call("GET", "/events/count?kind=MessageEvent&source=user", None))
+
+    def newest_user_message(self) -> str | None:
+        """The text of the newest user message the agent-server holds."""
         page = self._call("GET", "/events/search?kind=MessageEvent&source=user&sort_order=TIMESTAMP_DESC&limit=1", None)
         newest = (page or {}).get("items") or []
-        text = None
-        if newest:
-            parts = (newest[0].get("llm_message") or {}).get("content") or []
-            text = "".join(str(part.get("text", "")) for part in parts if part.get("type") == "text")
-        return int(count), text
+        if not newest:
+            return None
+        parts = (newest[0].get("llm_message") or {}).get("content") or []
+        return "".join(str(part.get("text", "")) for part in parts if part.get("type") == "text")
 
     def execution_status(self) -> str | None:
         info = self._call("GET", "", None)
@@ -187,14 +189,14 @@ class InboxPoller:
         log.info("inbox item acknowledged", extra=fields(item_id=item_id, kind=item.get("kind")))
 
     def _deliver_message(self, item_id: str, text: str, image_urls: list[str]) -> None:
-        count_before, _ = self.agent.user_messages()
+        count_before = self.agent.user_message_count()
         try:
             self.agent.send_message(text, image_urls)
         except AgentServerError as error:
             if not error.ambiguous:
                 raise
-            count_now, newest = self.agent.user_messages()
-            if not (count_now == count_before + 1 and newest == text):
+            taken = self.agent.user_message_count() == count_before + 1 and self.agent.newest_user_message() == text
+            if not taken:
                 raise
             log.info("message was taken although its answer was lost", extra=fields(item_id=item_id))
         log.info("message handed to the agent", extra=fields(item_id=item_id))

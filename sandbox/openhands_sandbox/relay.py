@@ -18,7 +18,8 @@ the execution status otherwise changes through ``ConversationStateUpdateEvent`` 
 follows those, and after the event that changed it sends ``POST /v1/agent-conversation``, so
 ``agent_status`` moves in event order. Before a status saying the agent stopped working
 (``finished``, ``idle``, ``waiting_for_confirmation``...) is sent, ``before_stopped_status``
-runs (the workspace report), so a client that sees the status finds the workspace current.
+runs (the workspace report), so a client that sees the status finds the workspace current; it is
+skipped when a later status is already queued (the agent is already working again).
 """
 
 from __future__ import annotations
@@ -283,13 +284,22 @@ class EventRelay:
         head = batch[0]
         if head.kind == "conversation":
             status = head.payload.get("execution_status")
-            if status in STOPPED_WORKING and self.before_stopped_status is not None:
+            if status in STOPPED_WORKING and self.before_stopped_status is not None and not self._superseded(status):
                 self.before_stopped_status(str(status))
             self.client.post_agent_conversation(head.payload)
             return
         events = [event for item in batch for event in item.payload]
         self.client.post_agent_events(events)
         self.forwarded_events += len(events)
+
+    def _superseded(self, status: Any) -> bool:
+        """True if a later status is already queued (e.g. the `idle` an agent-server reports just
+        before `running` on a new message): no workspace report for a state already left."""
+        with self._changed:
+            return any(
+                item.kind == "conversation" and item.payload.get("execution_status") != status
+                for item in list(self._queue)[1:]
+            )
 
     def _split_head(self, batch: list[_Outgoing]) -> None:
         with self._changed:

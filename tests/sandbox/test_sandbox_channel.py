@@ -103,6 +103,21 @@ def test_the_relay_forwards_every_event_in_order_through_failing_posts(
     assert published and published[-1] == ("finished", len(sent))
 
 
+def test_no_workspace_report_for_a_status_already_left(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
+    published: list[str] = []
+    relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
+    relay.start()
+    try:
+        # As the agent-server reports a new message: idle, the message, running, in one batch.
+        post_to_relay(relay, "/events/x", [status_event(1, "idle"), agent_event(2), status_event(3, "running")])
+        post_to_relay(relay, "/events/x", [agent_event(4), status_event(5, "finished")])
+        assert relay.wait_until_forwarded(10)
+    finally:
+        relay.close(5)
+    assert [info["execution_status"] for info in plane.agent_statuses] == ["idle", "running", "finished"]
+    assert published == ["finished"]
+
+
 def test_the_relay_turns_away_posts_without_the_session_key(
     plane: ControlPlaneDouble, sandbox_secrets: Secrets
 ) -> None:
