@@ -7,9 +7,10 @@ before the agent-server so its URL is part of the agent-server's configuration a
 agent-server never holds the sandbox token: the relay adds it.
 
 What the relay receives goes into one queue, in arrival order, and is answered at once. One
-thread forwards the queue to the sandbox API, oldest first, one post at a time: a post that
-fails is retried (backoff doubling up to ``MAX_BACKOFF_SECONDS``) until it succeeds, so the
-queue is never reordered and nothing is dropped because the control plane had a bad moment.
+thread forwards the queue to the sandbox API, one post at a time, events oldest first (a status
+goes after the events queued before it is posted): a post that fails is retried (backoff
+doubling up to ``MAX_BACKOFF_SECONDS``) until it succeeds, so events are never reordered and
+nothing is dropped because the control plane had a bad moment.
 Only a final refusal (a payload the service will never take: 400, 413...) drops that post, with
 a log line; 401/409 (the conversation is over) end the forwarding.
 
@@ -62,7 +63,7 @@ STOPPED_WORKING = frozenset({"finished", "idle", "waiting_for_confirmation", "pa
 """Execution statuses in which the agent does nothing until someone acts."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Outgoing:
     kind: str
     """``events`` or ``conversation``."""
@@ -253,12 +254,15 @@ class EventRelay:
                 continue
             backoff = FIRST_BACKOFF_SECONDS
             with self._changed:
-                for _ in batch:
-                    self._queue.popleft()
+                for item in batch:
+                    self._queue.remove(item)
                 self._changed.notify_all()
 
     def _next_post(self) -> list[_Outgoing] | None:
-        """The head of the queue: one conversation info, or consecutive event batches merged."""
+        """What to post next: the queued events first (merged, oldest first, up to the limits), then
+        the oldest status. Events never pass each other; a status may be posted after events that
+        came later (it lags by one post), which keeps the agent's events from waiting behind the
+        status posts of the same webhook batch."""
         with self._changed:
             while not self._queue:
                 if self._closing.is_set() or self._abandon.is_set():
@@ -266,19 +270,17 @@ class EventRelay:
                 self._changed.wait(0.5)
             if self._abandon.is_set():
                 return None
-            head = self._queue[0]
-            batch = [head]
-            if head.kind == "events":
-                count, size = len(head.payload), head.size
-                for item in list(self._queue)[1:]:
-                    if item.kind != "events" or count + len(item.payload) > MAX_EVENTS_PER_POST:
-                        break
-                    if size + item.size > MAX_POST_BYTES:
-                        break
-                    batch.append(item)
-                    count += len(item.payload)
-                    size += item.size
-            return batch
+            batch: list[_Outgoing] = []
+            count = size = 0
+            for item in self._queue:
+                if item.kind != "events":
+                    continue
+                if batch and (count + len(item.payload) > MAX_EVENTS_PER_POST or size + item.size > MAX_POST_BYTES):
+                    break
+                batch.append(item)
+                count += len(item.payload)
+                size += item.size
+            return batch or [self._queue[0]]
 
     def _post(self, batch: list[_Outgoing]) -> None:
         head = batch[0]
@@ -302,9 +304,10 @@ class EventRelay:
             )
 
     def _split_head(self, batch: list[_Outgoing]) -> None:
+        """Put the batch's events back at the front of the queue, one post each."""
         with self._changed:
-            for _ in batch:
-                self._queue.popleft()
+            for item in batch:
+                self._queue.remove(item)
             singles = [
                 _Outgoing("events", [event], len(json.dumps(event, default=str)))
                 for item in batch
