@@ -34,6 +34,7 @@ from sandbox_harness import (
     SEPARATED,
     ControlPlaneDouble,
     Secrets,
+    bootstrap_command,
     bootstrap_environment,
     control_plane,
     log_lines,
@@ -518,3 +519,32 @@ def test_a_listener_found_in_another_process_is_not_the_agent_servers(tmp_path: 
     finally:
         listener.kill()
         listener.wait()
+
+
+def test_a_bootstrap_that_is_not_root_warns_once_and_runs_its_children_as_itself(
+    tmp_path: Path, conversation_id: str, sandbox_secrets: Secrets
+) -> None:
+    """No separation is possible without root: one warning, and the run goes on as before."""
+    out = output_directory(tmp_path / "out")
+    served = tmp_path / "served"
+    served.mkdir()
+    source = make_source_repo(served, feature_files={".openhands/setup.sh": 'id -u > "$TEST_OUTPUT_DIR/setup-uid"\n'})
+    repository = repository_context(f"file://{source.path}", source.commits["f1"], branch="feature")
+    context = make_context(conversation_id, sandbox_secrets, repository=repository)
+    with control_plane(sandbox_secrets.token, context) as plane:
+        plane.stop_at_phase = STARTING_AGENT_SERVER
+        env = sandbox_environment(tmp_path, conversation_id, sandbox_secrets, plane, TEST_OUTPUT_DIR=str(out))
+        uid = int(env["SANDBOX_SETUP_UID"])  # a uid of its own, taken here for the bootstrap itself
+        (tmp_path / "workspace").mkdir()
+        for directory in (tmp_path / "workspace", tmp_path / "scratch", served):
+            subprocess.run(["chown", "-R", f"{uid}:{uid}", str(directory)], check=True, timeout=30)
+        command = bootstrap_command(env)
+        command[-3:-3] = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 2, result.stderr
+    assert plane.phases()[-1] == STARTING_AGENT_SERVER
+    warnings = [line for line in log_lines(result.stderr) if line["message"].startswith("not running as root")]
+    assert len(warnings) == 1
+    assert int((out / "setup-uid").read_text()) == uid
+    assert_no_secret(result.stderr, sandbox_secrets.all())
