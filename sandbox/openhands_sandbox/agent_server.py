@@ -54,6 +54,8 @@ class AgentServerLaunch:
     """Conversations and bash events live here, outside the repository."""
     log_path: Path
     """The server's output, in a directory of the bootstrap's."""
+    config_path: Path
+    """Its config file (written here, empty), where only the bootstrap can write."""
     tmux_dir: Path
     """TMUX_TMPDIR of the server: its tmux sockets, to find them when stopping.
     Keep it short: a unix socket path is limited to about 100 bytes."""
@@ -307,11 +309,23 @@ def kill_tmux_servers(tmux_dir: Path, run_as: RunAs | None) -> None:
             log.warning("could not stop a tmux server", extra=fields(problem=str(error)))
 
 
+def config_file(launch: AgentServerLaunch) -> Path:
+    """The agent-server's JSON config: an empty one of ours, which the server may read, not write.
+
+    Without it the server reads ``workspace/openhands_agent_server_config.json`` relative to its
+    working directory, whose ``session_api_keys`` would override ``SESSION_API_KEY``.
+    """
+    launch.config_path.write_text("{}\n")
+    launch.config_path.chmod(0o644)
+    return launch.config_path
+
+
 def agent_server_environment(launch: AgentServerLaunch) -> dict[str, str]:
     state = launch.state_dir
     return {
         **launch.env,
         "SESSION_API_KEY": launch.session_api_key,
+        "OPENHANDS_AGENT_SERVER_CONFIG_PATH": str(config_file(launch)),
         # The defaults are relative to the working directory, i.e. inside the repository.
         "OH_CONVERSATIONS_PATH": str(state / "conversations"),
         "OH_BASH_EVENTS_DIR": str(state / "bash_events"),

@@ -350,6 +350,7 @@ class Bootstrap:
                 home_dir=users.agent.home,
                 state_dir=users.agent_state,
                 log_path=users.bootstrap_dir / "agent-server.log",
+                config_path=users.root / "agent-server-config.json",
                 tmux_dir=self._tmux_dir,
                 env=self.child_environment(users.agent),
                 run_as=users.agent.run_as,
