@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Que
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import get_config, require_environment
-from conversation_service.http_errors import register_error_handlers
+from conversation_service.http_errors import refuse_unreadable_body, register_error_handlers
 from conversation_service.http_routes import ServiceApiResolver
 from conversation_service.logic.identity import caller_user_id
 from conversation_service.logic.validation import MAX_CONVERSATION_ID_LENGTH
@@ -192,5 +192,7 @@ def openapi_schema() -> dict[str, Any]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if (refusal := refuse_unreadable_body(event)) is not None:
+        return refusal
     conversation_service().register_lambda_context(context)
     return app.resolve(event, context)

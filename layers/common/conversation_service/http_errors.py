@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from http import HTTPStatus
 from typing import Any
@@ -12,6 +14,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from conversation_service.http_routes import decode_path_parameters
+from conversation_service.json_limits import MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES, nesting_depth
 from conversation_service.models.errors import InvalidConversationId, ServiceError
 from conversation_service.observability import logger, metrics, record_rejection
 
@@ -28,6 +31,35 @@ def error_response(
         body=json.dumps(body),
         headers=headers or {},
     )
+
+
+def refuse_unreadable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The proxy answer for a body too large or too deeply nested to parse (None: read it).
+
+    Called by the handlers before the resolver parses anything (json.loads would raise
+    RecursionError on a deep body, which no route expects)."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(body, validate=False).decode("utf-8", errors="replace")
+        except (binascii.Error, ValueError):
+            body = ""
+    if len(body) > MAX_REQUEST_BODY_BYTES or len(body.encode()) > MAX_REQUEST_BODY_BYTES:
+        status, msg_id = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "ERROR$REQUEST_TOO_LARGE"
+        message = f"The request body is larger than {MAX_REQUEST_BODY_BYTES} bytes"
+    elif nesting_depth(body) > MAX_JSON_DEPTH:
+        status, msg_id = HTTPStatus.BAD_REQUEST, "ERROR$JSON_TOO_DEEP"
+        message = f"The request body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+    else:
+        return None
+    record_rejection(msg_id)
+    logger.info("request body refused", extra={"msg_id": msg_id, "body_length": len(body)})
+    return {
+        "statusCode": int(status),
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps({"status": "error", "message": message, "msg_id": msg_id}),
+        "isBase64Encoded": False,
+    }
 
 
 def _validation_detail(errors: Any) -> list[dict[str, Any]]:

@@ -57,13 +57,16 @@ from conversation_service.models.errors import (
     RequestInProgress,
     SettingsNotFound,
 )
+from conversation_service.observability import logger
 
 TOO_MANY_CONVERSATIONS = "AGENT_ERROR$TOO_MANY_CONVERSATIONS"
 # Enough for a burst of parallel creates by one user to settle (each round has one winner per
 # victim); bounded so a request never nears the Lambda timeout (about 6 s of jittered waits at most).
 MAX_WRITE_ATTEMPTS = 60
-# Requests larger than this (serialized) live in S3 rather than on the DynamoDB item (400 KB).
+# Requests larger than this (serialized) live in S3 rather than on the DynamoDB item (400 KB);
+# so do sealed MCP configurations larger than this: the item stays well under its limit.
 INLINE_REQUEST_LIMIT_BYTES = 64 * 1024
+INLINE_SEALED_MCP_LIMIT_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
@@ -238,7 +241,14 @@ class ConversationService:
         active conversation (close_oldest) instead of repeating an insert bound to fail: under a
         burst of parallel creates every loser retries against the next oldest conversation.
         """
-        self._move_large_request_to_s3(conversation)
+        try:
+            self._move_large_parts_to_s3(conversation)
+            self._insert_within_limit_or_replacing(conversation, settings)
+        except BaseException:
+            self._forget_stored_parts(conversation)  # nothing of a refused or failed creation stays
+            raise
+
+    def _insert_within_limit_or_replacing(self, conversation: Conversation, settings: UserSettings) -> None:
         limit = settings.max_active_conversations or self._config.max_active_conversations
         at_limit = False
         for attempt in range(MAX_WRITE_ATTEMPTS):
@@ -278,24 +288,38 @@ class ConversationService:
         return True
 
     def _assign_new_id(self, conversation: Conversation) -> None:
+        """The id was taken (by someone else's conversation: its S3 prefix is not ours to clean)."""
         previous_id, conversation.conversation_id = conversation.conversation_id, self._new_id()
-        if conversation.sealed_mcp_config:  # sealed for the id it had: seal it for the new one
-            servers = self._users.open_for(
-                conversation.user_id, conversation.sealed_mcp_config, conversation_id=previous_id
-            )
+        if conversation.request_s3_key:
+            conversation.request = self._context.get_json(conversation.request_s3_key)
+            conversation.request_s3_key = None
+        sealed = sealed_mcp_config_of(self._context, conversation)
+        if sealed:  # sealed for the id it had: seal it for the new one
+            servers = self._users.open_for(conversation.user_id, sealed, conversation_id=previous_id)
             conversation.sealed_mcp_config = self._users.seal_for(
                 conversation.user_id, servers, conversation_id=conversation.conversation_id
             )
-        if conversation.request_s3_key:
-            self._move_large_request_to_s3(conversation, force=True)
+            conversation.sealed_mcp_config_key = None
+        self._move_large_parts_to_s3(conversation)
 
-    def _move_large_request_to_s3(self, conversation: Conversation, force: bool = False) -> None:
-        if not force and len(json.dumps(conversation.request)) <= INLINE_REQUEST_LIMIT_BYTES:
+    def _move_large_parts_to_s3(self, conversation: Conversation) -> None:
+        prefix = f"conversations/{conversation.conversation_id}/"
+        if len(json.dumps(conversation.request)) > INLINE_REQUEST_LIMIT_BYTES:
+            conversation.request_s3_key = self._context.put_json(prefix + "request.json", conversation.request)
+            conversation.request = {}
+        sealed = conversation.sealed_mcp_config
+        if sealed and len(sealed) > INLINE_SEALED_MCP_LIMIT_BYTES:
+            key = prefix + "mcp_config.sealed.json"
+            conversation.sealed_mcp_config_key = self._context.put_json(key, {"sealed_mcp_config": sealed})
+            conversation.sealed_mcp_config = None
+
+    def _forget_stored_parts(self, conversation: Conversation) -> None:
+        if not (conversation.request_s3_key or conversation.sealed_mcp_config_key):
             return
-        payload = conversation.request or self._context.get_json(conversation.request_s3_key or "")
-        key = f"conversations/{conversation.conversation_id}/request.json"
-        conversation.request_s3_key = self._context.put_json(key, payload)
-        conversation.request = {}
+        try:
+            self._context.purge_prefix(f"conversations/{conversation.conversation_id}/")
+        except Exception:  # the bucket's lifecycle rule expires it anyway; the caller's error matters
+            logger.exception("could not remove what a failed creation stored")
 
     # -- read --------------------------------------------------------------------------------
     def get_owned(self, user_id: str, conversation_id: str) -> Conversation:
@@ -308,6 +332,13 @@ class ConversationService:
     def view(self, user_id: str, conversation_id: str) -> ConversationView:
         conversation = self.get_owned(user_id, conversation_id)
         return ConversationView.model_validate(conversation.model_dump(include=set(ConversationView.model_fields)))
+
+
+def sealed_mcp_config_of(context: ContextStore, conversation: Conversation) -> str | None:
+    """The conversation's sealed MCP servers, from the item or, when large, from S3."""
+    if conversation.sealed_mcp_config_key:
+        return str(context.get_json(conversation.sealed_mcp_config_key)["sealed_mcp_config"])
+    return conversation.sealed_mcp_config
 
 
 def usable_settings(users: UserStore, user_id: str) -> UserSettings:

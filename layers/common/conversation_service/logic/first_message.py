@@ -56,7 +56,7 @@ def first_user_message_in_replay(replay_json: str) -> str | None:
     """The first user message of an OpenHands trajectory (a JSON list of events)."""
     try:
         events: Any = json.loads(replay_json)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # refused at creation; older requests may hold one
         return None
     if isinstance(events, dict):
         events = events.get("events") or events.get("trajectory") or []

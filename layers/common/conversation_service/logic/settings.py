@@ -38,6 +38,8 @@ class SettingsService:
         current = self._users.get_settings(user_id) or UserSettings(user_id=user_id)
         secrets = self._users.open_secrets(current) if current.sealed_secrets else UserSecrets()
         changes = update.model_dump(include=set(_PLAIN_FIELDS), exclude_unset=True)
+        if changes.get("authorized_event_sources", []) is None:
+            del changes["authorized_event_sources"]  # null: unchanged ([] revokes every source)
         settings = current.model_copy(update={**changes, "updated_at": now_iso()})
         if update.llm_api_key is not None:
             secrets.llm_api_key = update.llm_api_key or None

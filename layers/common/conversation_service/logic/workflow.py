@@ -19,6 +19,7 @@ from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
+from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.first_message import first_message
 from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
 from conversation_service.logic.runs import execution_name
@@ -140,15 +141,18 @@ class CreationWorkflow:
     def _sealed_mcp_config(self, conversation: Conversation, settings: UserSettings | None) -> str | None:
         """The request's MCP servers replace the user's; the service's defaults are added."""
         conversation_id = conversation.conversation_id
-        requested = (
-            self._users.open_for(conversation.user_id, conversation.sealed_mcp_config, conversation_id=conversation_id)
-            if (conversation.sealed_mcp_config)
-            else None
-        )
+        requested = self.requested_mcp_config(conversation)
         servers = to_agent_server_mcp(
             merge_mcp_config(requested or (settings.mcp_config if settings else None), self._config.default_mcp_config)
         )
         return self._users.seal_for(conversation.user_id, servers, conversation_id=conversation_id) if servers else None
+
+    def requested_mcp_config(self, conversation: Conversation) -> dict[str, Any] | None:
+        """The MCP servers the creation request gave (opened), from the item or from S3."""
+        sealed = sealed_mcp_config_of(self._context, conversation)
+        if not sealed:
+            return None
+        return self._users.open_for(conversation.user_id, sealed, conversation_id=conversation.conversation_id)
 
     @staticmethod
     def _repository(conversation: Conversation) -> RepositoryConfig | None:

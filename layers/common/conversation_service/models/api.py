@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from conversation_service.json_limits import MAX_JSON_DEPTH, nesting_depth
 from conversation_service.models.domain import ConversationStatus, TimelineEntry
 
 
@@ -73,10 +75,21 @@ class MCPStdioServer(StrictModel):
     env: dict[Annotated[str, Field(min_length=1, max_length=1000)], str] = Field(default_factory=dict, repr=False)
 
 
+# An MCP configuration larger than this (as JSON) is refused. Larger than a DynamoDB item once
+# sealed, it is stored sealed in S3; the sandbox receives it whole in its context.
+MAX_MCP_CONFIG_BYTES = 1_000_000
+
+
 class MCPConfig(StrictModel):
     sse_servers: list[MCPRemoteServer] = Field(default_factory=list, max_length=50)
     stdio_servers: list[MCPStdioServer] = Field(default_factory=list, max_length=50)
     shttp_servers: list[MCPRemoteServer] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _within_size(self) -> MCPConfig:
+        if len(json.dumps(self.model_dump(mode="json"))) > MAX_MCP_CONFIG_BYTES:
+            raise ValueError(f"the MCP configuration is larger than {MAX_MCP_CONFIG_BYTES} bytes")
+        return self
 
 
 class CreateConversationRequest(StrictModel):
@@ -92,6 +105,20 @@ class CreateConversationRequest(StrictModel):
     create_microagent: CreateMicroagent | None = None
     conversation_instructions: str | None = Field(default=None, max_length=50_000)
     mcp_config: MCPConfig | None = None
+
+    @field_validator("replay_json")
+    @classmethod
+    def _replay_is_readable_json(cls, value: str | None) -> str | None:
+        """Parsed later (the first message of a trajectory): it must parse, and not too deep."""
+        if value is None:
+            return value
+        if nesting_depth(value) > MAX_JSON_DEPTH:
+            raise ValueError(f"replay_json nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError("replay_json is not JSON") from None
+        return value
 
 
 class CreateConversationResponse(BaseModel):
@@ -148,7 +175,9 @@ class SettingsUpdate(StrictModel):
     llm_base_url: str | None = Field(default=None, max_length=2000)
     # repr=False: route arguments are logged at DEBUG (Powertools) and must not carry secrets.
     llm_api_key: str | None = Field(default=None, max_length=4000, repr=False)
-    provider_tokens: dict[GitProviderField, str] | None = Field(default=None, repr=False)
+    provider_tokens: dict[GitProviderField, Annotated[str, Field(max_length=10_000)]] | None = Field(
+        default=None, repr=False
+    )
     sandbox_base_container_image: str | None = Field(default=None, max_length=500)
     authorized_event_sources: (
         list[Annotated[str, Field(min_length=1, max_length=256, pattern=EVENT_SOURCE_PATTERN)]] | None

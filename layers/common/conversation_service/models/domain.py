@@ -152,6 +152,8 @@ class Conversation(BaseModel):
     sandbox_failure: dict[str, Any] | None = None
     # The request's mcp_config (it may hold server API keys and env), sealed with KMS.
     sealed_mcp_config: str | None = Field(default=None, repr=False)
+    # ...or, when sealed it is too large for the item (DynamoDB's 400 KB), where in S3 it is.
+    sealed_mcp_config_key: str | None = None
     sealed_session_api_key: str | None = Field(default=None, repr=False)
     # Set when an inactive conversation is stopped again: the stream consumer re-checks that
     # nothing of it still runs.
