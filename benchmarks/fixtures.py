@@ -129,12 +129,21 @@ class SeededStack:
         return response
 
     def add_user(self, user_id: str, *, git_token: bool = True) -> None:
-        settings: dict[str, Any] = {"llm_model": "anthropic/claude-sonnet-4", "llm_api_key": LLM_KEY}
+        settings: dict[str, Any] = {
+            "llm_model": "anthropic/claude-sonnet-4",
+            "llm_api_key": LLM_KEY,
+            # The event intake benchmark creates from this source: the user authorised it.
+            "authorized_event_sources": [self.trusted_event_source()],
+        }
         if git_token:
             settings["provider_tokens"] = {"github": GIT_TOKEN}
         response = self.api("POST", "/api/settings", settings, user_id=user_id)
         assert response["statusCode"] == 200, response
         self.users.append(user_id)
+
+    def trusted_event_source(self) -> str:
+        trusted = self.resources.functions["EventIntakeFunction"].environment.get("TRUSTED_EVENT_SOURCES", "")
+        return trusted.split(",")[0] or "openhands.integrations"
 
     def add_api_key(self, user_id: str) -> str:
         from conversation_service.logic.clock import now_iso
@@ -229,13 +238,12 @@ class SeededStack:
             event["pathParameters"] = {"proxy": "v1/context"}
             return event
         if logical_id == "EventIntakeFunction":
-            trusted = self.resources.functions[logical_id].environment.get("TRUSTED_EVENT_SOURCES", "")
             repository = "user/repo" if self.github_repository else self.repository
             envelope = {
                 "version": "0",
                 "id": uuid.uuid4().hex,
                 "detail-type": "CreateConversation",
-                "source": (trusted.split(",")[0] or "openhands.integrations"),
+                "source": self.trusted_event_source(),
                 "account": "123456789012",
                 "region": REGION,
                 "resources": [],

@@ -447,6 +447,11 @@ def test_a_create_conversation_event_reaches_running(journey: Journey, capsys: p
     known = {created.conversation_id for created in journey.conversations.values()}
     request = {"repository": "user/repo", "initial_user_msg": "Fix the issue the tracker filed"}
     detail = {"schema_version": "1", "user_id": LOCAL_USER, "idempotency_key": "e2e-ticket-1", "request": request}
+    # The user connects the integration first: without it the event creates nothing (docs/events.md).
+    authorised = requests.post(
+        f"{journey.base_url}/api/settings", json={"authorized_event_sources": [TRUSTED_SOURCE]}, timeout=10
+    )
+    assert authorised.status_code == 200 and authorised.json()["authorized_event_sources"] == [TRUSTED_SOURCE]
     put_at = time.monotonic()
     answer = journey.client("events").put_events(
         Entries=[
