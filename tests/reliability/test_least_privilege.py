@@ -27,6 +27,10 @@ resource ARN) goes into JUSTIFIED_STATEMENTS below by (logical id of the role or
 with the reason, and gets that `Sid` in the template; a managed policy goes into
 JUSTIFIED_MANAGED_POLICIES with the roles that may carry it. An entry that no longer matches
 anything fails the test too, so the list stays short and true.
+
+The other half, that nothing the code calls is missing, is tests/lifecycle/test_permissions_used.py:
+it records every boto3 call of every function through a conversation's whole life and looks each
+up in that function's role (moto does not evaluate IAM).
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ class Statement:
 
 @pytest.fixture(scope="module")
 def deployed() -> dict[str, Any]:
+    return translated_template()
+
+
+def translated_template() -> dict[str, Any]:
     """The template after SAM's transform: what CloudFormation deploys."""
     assert SAM_PYTHON.exists(), ".venv-sam is missing: `make install` creates it"
     result = subprocess.run(
