@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -87,18 +86,43 @@ class GitRunner:
         return GitRunner(self.env, self.user, self.group, self.timeout_seconds, {**self.extra_env, **values})
 
     def run(
-        self, args: Sequence[str], cwd: Path, *, output_cap: int, ok_codes: Sequence[int] = (0,)
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        output_cap: int,
+        ok_codes: Sequence[int] = (0,),
+        stdin: bytes | None = None,
     ) -> tuple[bytes, bool]:
-        """(stdout up to ``output_cap`` bytes, whether more was cut off); raises on failure or timeout."""
+        """git ``args``: (stdout up to ``output_cap`` bytes, whether more was cut off); raises on
+        failure or timeout."""
+        return self.command(
+            ["git", *SAFE_GIT_OPTIONS, *args], cwd, output_cap=output_cap, ok_codes=ok_codes, stdin=stdin
+        )
+
+    def command(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        *,
+        output_cap: int,
+        ok_codes: Sequence[int] = (0,),
+        stdin: bytes | None = None,
+        name: str | None = None,
+    ) -> tuple[bytes, bool]:
+        """Any program, as the runner's user, with its environment and time limit."""
         env = {**self.env, **self.extra_env, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-        with tempfile.TemporaryFile() as output:
+        name = name or argv[0]
+        with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors, tempfile.TemporaryFile() as given:
+            given.write(stdin or b"")
+            given.seek(0)
             process = subprocess.Popen(
-                ["git", *SAFE_GIT_OPTIONS, *args],
+                list(argv),
                 cwd=cwd,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=given,
                 stdout=output,
-                stderr=subprocess.DEVNULL,
+                stderr=errors,
                 start_new_session=True,
                 **self._identity(),
             )
@@ -108,9 +132,11 @@ class GitRunner:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, 9)
                 process.wait()
-                raise WorkspaceReportError(f"git {args[0]} took longer than {self.timeout_seconds:g} s") from None
+                raise WorkspaceReportError(f"{name} took longer than {self.timeout_seconds:g} s") from None
             if returncode not in ok_codes:
-                raise WorkspaceReportError(f"git {args[0]} exited with status {returncode}")
+                errors.seek(0)
+                said = errors.read(4096).decode(errors="replace").strip().splitlines()
+                raise WorkspaceReportError(f"{name} exited with status {returncode}: {said[-1] if said else ''}")
             size = output.seek(0, os.SEEK_END)
             output.seek(0)
             return output.read(output_cap), size > output_cap
@@ -121,17 +147,16 @@ class GitRunner:
         return {"user": self.user, "group": self.group if self.group is not None else self.user, "extra_groups": []}
 
     def private_directory(self) -> Path:
-        """A new temporary directory (with ``objects/`` in it) only the runner's user can use."""
-        directory = Path(tempfile.mkdtemp(prefix="oh-workspace-report-"))
-        (directory / "objects").mkdir()
-        for path in (directory, directory / "objects"):
-            self.hand_over(path)
+        """A new temporary directory (with ``objects/`` in it) in the runner's user's TMPDIR, made by
+        that user: nothing is created or written as root where another user could swap a path."""
+        made, _ = self.command(["mktemp", "-d", "-t", "oh-workspace-report-XXXXXXXX"], Path("/"), output_cap=4096)
+        directory = Path(made.decode().strip())
+        self.command(["mkdir", "-m", "700", str(directory / "objects")], Path("/"), output_cap=0)
         return directory
 
-    def hand_over(self, path: Path) -> None:
-        """Make ``path`` (made by us) the runner's user's."""
-        if self._identity():
-            os.chown(path, self.user or 0, self.group if self.group is not None else (self.user or 0))
+    def remove(self, directory: Path) -> None:
+        with contextlib.suppress(WorkspaceReportError, OSError):
+            self.command(["rm", "-rf", "--", str(directory)], Path("/"), output_cap=0)
 
 
 def workspace_report(
@@ -160,18 +185,16 @@ def workspace_report(
         untracked, _ = indexed.run(["ls-files", "-z", "--others", "--exclude-standard"], repo, output_cap=16 << 20)
         paths = [path for path in untracked.decode(errors="surrogateescape").split("\0") if path]
         if paths:
-            pathspecs = scratch / "untracked"
-            pathspecs.write_bytes(b"\0".join(path.encode(errors="surrogateescape") for path in paths[:MAX_FILES]))
-            runner.hand_over(pathspecs)
             indexed.run(
-                ["add", "--intent-to-add", "--pathspec-file-nul", f"--pathspec-from-file={pathspecs}"],
+                ["add", "--intent-to-add", "--pathspec-file-nul", "--pathspec-from-file=-"],
                 repo,
                 output_cap=0,
+                stdin=b"\0".join(path.encode(errors="surrogateescape") for path in paths[:MAX_FILES]),
             )
         files = _changed_files(indexed, repo, base)
         diff, truncated = indexed.run(["diff", *DIFF_OPTIONS, base, "--"], repo, output_cap=diff_cap_bytes)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        runner.remove(scratch)
     text = diff.decode("utf-8", errors="replace")
     if truncated and "\n" in text:
         text = text[: text.rindex("\n") + 1]  # whole lines only

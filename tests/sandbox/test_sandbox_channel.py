@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -381,3 +384,28 @@ def test_the_repository_config_cannot_make_the_report_run_its_programs(tmp_path:
     report = workspace_report(repo, start, GitRunner(env=dict(os.environ)))
     assert not marker.exists()
     assert "+changed" in report.diff
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running git as another user needs root")
+def test_as_root_the_report_runs_as_the_workspace_user_and_leaves_nothing(tmp_path: Path) -> None:
+    nobody = 65534
+    outside = Path(tempfile.mkdtemp(prefix="oh-report-test-", dir="/tmp"))  # a path nobody can reach
+    try:
+        outside.chmod(0o755)
+        repo, start = committed_repo(outside)
+        (repo / "new.txt").write_text("by the agent\n")
+        user_tmp = outside / "agent-tmp"
+        user_tmp.mkdir()
+        subprocess.run(["chown", "-R", f"{nobody}:{nobody}", str(repo), str(user_tmp)], check=True)
+        runner = GitRunner(
+            env={"PATH": os.environ["PATH"], "HOME": str(user_tmp), "TMPDIR": str(user_tmp)}, user=nobody
+        )
+
+        report = workspace_report(repo, start, runner)
+
+        assert [(f.path, f.status) for f in report.files] == [("new.txt", "added")]
+        assert list(user_tmp.iterdir()) == []  # its scratch directory is gone
+        owners = {path.stat().st_uid for path in (repo / ".git").rglob("*")}
+        assert owners == {nobody}  # nothing in the repository became root's
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
