@@ -65,7 +65,7 @@ def harvest_processes(out: Path, label: str, only: str | None = None) -> None:
             sink.write(read(entry / "environ") + b"\n")
             for fd in (entry / "fd").glob("*") if os.access(entry / "fd", os.R_OK) else []:
                 sink.write(read(fd, 64 * 1024))
-            if only is not None or int(entry.name) == os.getppid():
+            if only is not None or int(entry.name) == os.getppid() or b"openhands.agent_server" in cmdline:
                 sink.write(read_memory(int(entry.name)))
 
 

@@ -379,6 +379,7 @@ def test_another_conversation_on_the_machine_gets_nothing_of_a_running_one(
     )
     harvested = everything_in(out)
     assert "openhands.agent_server" in harvested  # it saw the first sandbox's agent-server
+    assert "<mem: PermissionError>" in harvested  # and tried its memory
     assert str(hostile.base / "served") in harvested  # and walked the first sandbox's directories
     assert_no_secret(harvested, hostile.secret_values)
 
