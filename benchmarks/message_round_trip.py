@@ -97,14 +97,9 @@ class _Stack:
 
 
 def _until(condition: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(STATUS_POLL_SECONDS)
+    from tests.helpers import wait_until
+
+    return wait_until(condition, timeout, what, interval=STATUS_POLL_SECONDS)
 
 
 def _text(event: dict[str, Any]) -> str:

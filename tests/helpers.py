@@ -1,10 +1,12 @@
-"""Builders shared by the tests: API Gateway events, real git repositories, Lambda contexts."""
+"""Builders shared by the tests: API Gateway events, real git repositories, Lambda contexts, waiting."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,3 +87,16 @@ def make_repository(path: Path, branches: tuple[str, ...] = ("main",)) -> dict[s
         commits[branch] = git(path, "rev-parse", "HEAD")
     git(path, "checkout", "-q", branches[0])
     return commits
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Call `predicate` every `interval` seconds until it returns something true, and return that;
+    AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

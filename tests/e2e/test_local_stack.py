@@ -34,7 +34,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from tests.e2e.local_stack import (
     identify,
     processes_using,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -352,17 +353,6 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
     """On the terminal even without -s (timings are reported, not asserted)."""
     with capsys.disabled():
         print(line)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def view_of(journey: Journey, conversation_id: str) -> dict[str, Any]:
