@@ -12,13 +12,15 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 export PYENV_VERSION := 3.13.0
 
-.PHONY: help install dev test test-fast lint format openapi openapi-check sam-validate sam-build clean bench
+.PHONY: help install dev test test-fast lint format openapi openapi-check sam-validate sam-build clean bench sandbox-image .sandbox-image-for-tests
 
 help:
 	@echo "make dev    - run the whole service locally on http://127.0.0.1:3000/api"
 	@echo "make test   - install, lint, check the template and OpenAPI, run every test"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (docs/performance.md)"
+	@echo "make sandbox-image - build the sandbox container image with buildah (once; sandbox/README.md)"
+	@echo "make dev DEVSTACK_ARGS=--sandbox-image - sandboxes run from that image"
 
 $(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt client/pyproject.toml
 	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
@@ -40,10 +42,10 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	touch $@
 
 # The sandbox runtime: the real openhands-agent-server, as the container image installs it.
-$(AGENT_VENV)/.installed: sandbox/requirements.txt
+$(AGENT_VENV)/.installed: sandbox/requirements.txt sandbox/constraints.txt
 	test -x $(AGENT_VENV)/bin/python || $(PYTHON313) -m venv $(AGENT_VENV)
 	$(AGENT_VENV)/bin/python -m pip install -q --upgrade pip
-	$(AGENT_VENV)/bin/python -m pip install -q -r sandbox/requirements.txt
+	$(AGENT_VENV)/bin/python -m pip install -q -r sandbox/requirements.txt -c sandbox/constraints.txt
 	touch $@
 
 # checkov pins boto3/pytest of its own: it gets a virtualenv of its own too.
@@ -53,7 +55,17 @@ $(AGENT_VENV)/.installed: sandbox/requirements.txt
 install: .system-packages $(VENV)/.installed $(SAM_VENV)/.installed $(AGENT_VENV)/.installed .venv-checkov/.installed
 
 dev: $(VENV)/.installed $(AGENT_VENV)/.installed
-	$(PY) -m devstack
+	$(PY) -m devstack $(DEVSTACK_ARGS)
+
+# The sandbox image from sandbox/Dockerfile, with buildah (installed from Debian's packages if
+# missing) on a debootstrap base. Done once: the image is tagged with a hash of its inputs and the
+# build is skipped while that tag is in buildah's storage (the base is cached on its own).
+sandbox-image: $(VENV)/.installed
+	$(PY) -m devstack.sandbox_image build
+
+# make test: the image tests run against the current sources (built first; skipped without root).
+.sandbox-image-for-tests: $(VENV)/.installed
+	$(PY) -m devstack.sandbox_image build --unless-impossible
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -83,7 +95,7 @@ sam-build: $(SAM_VENV)/.installed
 # pytest exits 5 when it collects nothing; say so loudly rather than fail the build on it.
 TEST_SUITES := $(filter-out __pycache__,$(notdir $(patsubst %/,%,$(wildcard tests/*/))))
 
-test: install lint openapi-check sam-validate sam-build
+test: install lint openapi-check sam-validate sam-build .sandbox-image-for-tests
 	@failed=""; for suite in $(TEST_SUITES); do \
 	  echo "== tests/$$suite"; \
 	  $(VENV)/bin/pytest -q tests/$$suite; rc=$$?; \

@@ -16,8 +16,11 @@ from pathlib import Path
 from types import FrameType
 
 from devstack.console import say
+from devstack.sandbox_image import ImageError, ensure_image, image_exists
 from devstack.stack import LocalStack, StackOptions, StateDirectoryNotOurs
 from devstack.template_resources import ROOT
+
+BUILT_IMAGE = "built"
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,13 +38,41 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SHARE",
         help="fail this share (0-1) of the sandboxes' channel calls with 502, to watch their retries (default 0)",
     )
+    parser.add_argument(
+        "--sandbox-image",
+        nargs="?",
+        const=BUILT_IMAGE,
+        default=None,
+        metavar="IMAGE",
+        help="run sandboxes from the container image (buildah, chroot isolation; needs root) instead of as local "
+        "processes; without IMAGE, the image of the current sandbox/ sources, built first if missing "
+        "(make sandbox-image)",
+    )
     return parser.parse_args(argv)
+
+
+def resolve_sandbox_image(requested: str | None) -> str | None:
+    """The image reference to run sandboxes from (built if it is ours and missing), or None."""
+    if requested is None:
+        return None
+    if os.geteuid() != 0:
+        raise ImageError("--sandbox-image needs root (buildah's storage and chroot isolation)")
+    if requested == BUILT_IMAGE:
+        return ensure_image()
+    if not image_exists(requested):
+        raise ImageError(f"{requested} is not in buildah's storage")
+    return requested
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
+    try:
+        sandbox_image = resolve_sandbox_image(arguments.sandbox_image)
+    except ImageError as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 2
     options = StackOptions(
         port=arguments.port,
         moto_port=arguments.moto_port,
@@ -52,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         llm_api_key=os.environ.pop("LLM_API_KEY", None) or None,
         llm_base_url=os.environ.get("LLM_BASE_URL") or None,
         sandbox_api_faults=arguments.sandbox_api_faults,
+        sandbox_image=sandbox_image,
     )
     stop = threading.Event()
 

@@ -35,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from devstack.console import say, short
+from devstack.sandbox_image import SandboxContainer
 from devstack.sandbox_users import UidPair, allocate_uid_pair
 from devstack.sandbox_view import python_installation, view_command
 from devstack.template_resources import ACCOUNT_ID, REGION, ROOT
@@ -116,6 +117,8 @@ class SandboxTask:
     task_definition_arn: str = ""
     group: str = ""
     created_at: str = ""
+    container: str = ""
+    """The buildah working container, when the sandbox runs from the image."""
     started_at: float = field(default_factory=time.monotonic)
     ending: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
@@ -130,6 +133,8 @@ class SandboxTask:
             "agent_server_port": self.agent_server_port,
             "workspace_root": str(self.workspace_root),
             "log": str(self.directory / "bootstrap.log"),
+            "marker": f"{MARKER_VARIABLE}={self.marker}",
+            **({"container": self.container} if self.container else {}),
             **extra,
         }
         (self.directory / "task.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -157,9 +162,13 @@ class LocalFargate:
         agent_python: Path = AGENT_PYTHON,
         grace_seconds: float = STOP_GRACE_SECONDS,
         on_task_stopped: TaskStateListener | None = None,
+        sandbox_image: str | None = None,
     ) -> None:
         """`on_task_stopped` gets the "ECS Task State Change" event of each sandbox task that
-        ends while the stack runs (not of those the stack's own shutdown ends)."""
+        ends while the stack runs (not of those the stack's own shutdown ends).
+        `sandbox_image`: run each sandbox from this image (buildah, chroot isolation) instead
+        of as a local process."""
+        self._sandbox_image = sandbox_image
         self._on_task_stopped = on_task_stopped
         self._ecs = ecs
         self._cluster = cluster_arn
@@ -270,51 +279,32 @@ class LocalFargate:
         port = free_port()
         marker = f"{self._run_id}:{task_id}"
         uids = allocate_uid_pair() if self._separated else None
-        environment = {
-            # What a container has of its own; nothing of this process's environment beyond it.
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(directory / "home"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "TMPDIR": str(directory / "tmp"),
+        # What differs from the Fargate task in both modes: the loopback address, a free port,
+        # the sandbox's own pair of uids (two sandboxes on one machine share nothing).
+        container_environment = {
             **task_environment,
-            # Local differences from the Fargate task.
-            "WORKSPACE_ROOT": str(workspace_root),
             "AGENT_SERVER_HOST": "127.0.0.1",
             "AGENT_SERVER_PORT": str(port),
-            "AGENT_SERVER_PYTHON": str(self._agent_python),
-            "PYTHONPATH": str(SANDBOX_PACKAGE_DIR),
-            "PYTHONUNBUFFERED": "1",
-            # Offline: LiteLLM's bundled model cost map instead of fetching it from GitHub at start.
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            # The private HOME/TMPDIR of its setup script and agent-server, removed when it stops.
-            "SANDBOX_RUNTIME_DIR": str(directory / "runtime"),
             **(uids.environment() if uids else {}),
-            MARKER_VARIABLE: marker,
         }
         log_path = directory / "bootstrap.log"
-        exposed = [
-            directory,
-            workspace_root,
-            SANDBOX_PACKAGE_DIR,
-            self._agent_python.parents[1],
-            python_installation(self._agent_python),
-        ]
+        image_container: SandboxContainer | None = None
         with log_path.open("ab") as log_file:
             log_path.chmod(0o600)
-            process = subprocess.Popen(
-                [
-                    *view_command(exposed, private_tmp if self._separated else None),
-                    str(self._agent_python),
-                    "-m",
-                    "openhands_sandbox.bootstrap",
-                ],
-                cwd=directory,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            if self._sandbox_image is not None:
+                name = f"devstack-{self._run_id}-{task_id[:12]}"
+                image_container = SandboxContainer.create(self._sandbox_image, name)
+                process = image_container.start(
+                    container_environment,
+                    public_environment={MARKER_VARIABLE: marker},
+                    mounts={workspace_root: "/workspace"},
+                    private_dir=directory / "private",
+                    log_file=log_file,
+                )
+            else:
+                process = self._start_process(
+                    container_environment, directory, workspace_root, marker, private_tmp, log_file
+                )
         sandbox = SandboxTask(
             task_arn,
             task_id,
@@ -330,13 +320,65 @@ class LocalFargate:
             task_definition_arn=str(task["taskDefinitionArn"]),
             group=str(task.get("group") or ""),
             created_at=_iso(task.get("createdAt")),
+            container=image_container.name if image_container else "",
         )
         sandbox.record()
         with self._lock:
             self._tasks[task_arn] = sandbox
+        where = f"container {image_container.name}" if image_container else f"pid {process.pid}"
         say(
-            f"{short(conversation_id)} sandbox started: task {short(task_id)}, pid {process.pid}, "
+            f"{short(conversation_id)} sandbox started: task {short(task_id)}, {where}, "
             f"agent-server port {port}, log {self._display(log_path)}"
+        )
+
+    def _start_process(
+        self,
+        container_environment: dict[str, str],
+        directory: Path,
+        workspace_root: Path,
+        marker: str,
+        private_tmp: Path,
+        log_file: IO[bytes],
+    ) -> subprocess.Popen[bytes]:
+        """The bootstrap as a plain local process (the fast default), in its filesystem view."""
+        environment = {
+            # What a container has of its own; nothing of this process's environment beyond it.
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(directory / "home"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TMPDIR": str(directory / "tmp"),
+            **container_environment,
+            # Local differences from the Fargate task.
+            "WORKSPACE_ROOT": str(workspace_root),
+            "AGENT_SERVER_PYTHON": str(self._agent_python),
+            "PYTHONPATH": str(SANDBOX_PACKAGE_DIR),
+            "PYTHONUNBUFFERED": "1",
+            # Offline: LiteLLM's bundled model cost map instead of fetching it from GitHub at start.
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # The private HOME/TMPDIR of its setup script and agent-server, removed when it stops.
+            "SANDBOX_RUNTIME_DIR": str(directory / "runtime"),
+            MARKER_VARIABLE: marker,
+        }
+        exposed = [
+            directory,
+            workspace_root,
+            SANDBOX_PACKAGE_DIR,
+            self._agent_python.parents[1],
+            python_installation(self._agent_python),
+        ]
+        return subprocess.Popen(
+            [
+                *view_command(exposed, private_tmp if self._separated else None),
+                str(self._agent_python),
+                "-m",
+                "openhands_sandbox.bootstrap",
+            ],
+            cwd=directory,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def _task_definition(self, arn: str) -> dict[str, Any]:
@@ -364,7 +406,16 @@ class LocalFargate:
         """SIGTERM, grace, SIGKILL (the group, then every marked process); then tell ECS if asked."""
         exited_by_itself = task.process.poll() is not None
         if not exited_by_itself:
-            _signal_group(task.process.pid, signal.SIGTERM)
+            if task.container:
+                # `buildah run` does not pass SIGTERM on (it kills its child): signal the
+                # container's entrypoint itself, as the container runtime does on Fargate.
+                entrypoint = container_entrypoint(task.process.pid, task.marker)
+                if entrypoint is not None:
+                    _signal(entrypoint, signal.SIGTERM)
+                else:
+                    _signal_group(task.process.pid, signal.SIGTERM)
+            else:
+                _signal_group(task.process.pid, signal.SIGTERM)
             try:
                 task.process.wait(timeout=self._grace_seconds)
             except subprocess.TimeoutExpired:
@@ -379,6 +430,8 @@ class LocalFargate:
                 say(f"{short(task.conversation_id)} sandbox processes survived: {error}")
         for private in ("runtime", "slash-tmp"):
             shutil.rmtree(task.directory / private, ignore_errors=True)
+        if task.container:
+            SandboxContainer(task.container, self._sandbox_image or "").remove()
         code = task.process.returncode
         seconds = time.monotonic() - task.started_at
         how = "exited" if exited_by_itself else "stopped"
@@ -447,6 +500,26 @@ def _iso(value: Any) -> str:
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return str(value or "")
+
+
+def container_entrypoint(group: int, marker: str) -> int | None:
+    """The entrypoint of a `buildah run` in process group `group`: the first process of that
+    group with the marker (buildah's own processes have none; the agent-server and tmux left
+    the group)."""
+    candidates = []
+    for pid in marked_processes(marker):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            candidates.append((int(fields[19]), pid))  # start time, so the oldest comes first
+    return min(candidates)[1] if candidates else None
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

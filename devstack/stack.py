@@ -63,6 +63,8 @@ class StackOptions:
     """An OpenAI-compatible server (e.g. `python -m devstack.scripted_model`); None: the provider's own."""
     sandbox_api_faults: float = 0.0
     """Share of the sandboxes' channel calls (agent events, statuses, inbox polls, acks) failed with 502."""
+    sandbox_image: str | None = None
+    """Run sandboxes from this container image (buildah) instead of as local processes."""
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -153,6 +155,7 @@ class LocalStack:
             resources.attributes["SandboxCluster.Arn"],
             self.state_dir,
             on_task_stopped=self._publish_aws_event,
+            sandbox_image=self.options.sandbox_image,
         )
         self._fargate.start()
         self._api_server.api = LocalRestApi(resources, runtime, SandboxApiFaults(self.options.sandbox_api_faults))
@@ -311,7 +314,13 @@ class LocalStack:
             f"  LLM            model {model}; API key {key}"
             + (f"; base URL {self.options.llm_base_url}" if self.options.llm_base_url else ""),
             f"  logs           {self.state_dir / 'logs'}, {self.state_dir / 'sandboxes'}/<task>/bootstrap.log",
+            f"  sandboxes      {self._sandbox_mode()}",
         ]
+
+    def _sandbox_mode(self) -> str:
+        if self.options.sandbox_image:
+            return f"from the image {self.options.sandbox_image} (buildah run --isolation chroot)"
+        return "local processes (.venv-agent; --sandbox-image runs them from the container image)"
 
     def _bus_name(self) -> str:
         return str(self.resources.physical.get("ConversationEventBus", "-")) if self.resources else "-"
