@@ -158,9 +158,20 @@ class AgentServer:
             stop.wait(READY_POLL_SECONDS)
 
     def owns_its_port(self) -> bool:
-        """True when every socket listening on the port belongs to this server's processes."""
-        listeners = listening_socket_inodes(self.launch.port)
-        return bool(listeners) and listeners <= socket_inodes_of(process_tree(self.process.pid))
+        """True when every socket listening on the port belongs to this server's processes.
+
+        As the agent user (the bootstrap is root), a socket is the server's when the agent user
+        owns it: that user's only processes are the server's (every other one was killed before it
+        started). Root cannot read that user's fd table in a container (no CAP_SYS_PTRACE, as on
+        Fargate), so the sockets' owners come from /proc/net. Otherwise (one uid for all) the
+        listening sockets must be among the server's own open files.
+        """
+        listeners = listening_sockets(self.launch.port)
+        if not listeners:
+            return False
+        if self.launch.run_as is not None:
+            return self.is_running() and set(listeners.values()) == {self.launch.run_as.uid}
+        return set(listeners) <= socket_inodes_of(process_tree(self.process.pid))
 
     def _answers_ready(self) -> bool:
         try:
@@ -234,9 +245,9 @@ class AgentServer:
 TCP_LISTEN_STATE = "0A"
 
 
-def listening_socket_inodes(port: int) -> set[int]:
-    """Inodes of the TCP sockets (IPv4 and IPv6) listening on ``port``, from /proc/net."""
-    inodes = set()
+def listening_sockets(port: int) -> dict[int, int]:
+    """The TCP sockets (IPv4 and IPv6) listening on ``port``, from /proc/net: inode -> owner's uid."""
+    sockets = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -245,8 +256,13 @@ def listening_socket_inodes(port: int) -> set[int]:
         for line in lines:
             columns = line.split()
             if len(columns) > 9 and columns[3] == TCP_LISTEN_STATE and int(columns[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(int(columns[9]))
-    return inodes
+                sockets[int(columns[9])] = int(columns[7])
+    return sockets
+
+
+def listening_socket_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) listening on ``port``."""
+    return set(listening_sockets(port))
 
 
 def process_tree(root: int) -> set[int]:

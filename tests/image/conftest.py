@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SANDBOX_TESTS = REPO_ROOT / "tests" / "sandbox"
-if str(SANDBOX_TESTS) not in sys.path:
-    sys.path.insert(0, str(SANDBOX_TESTS))  # the control plane and git servers of tests/sandbox
+# The control plane, git servers and hostile repository of tests/sandbox, and the sandbox package
+# (its process helpers), as tests/sandbox/conftest.py puts them on the path.
+for directory in (REPO_ROOT / "sandbox", REPO_ROOT / "tests" / "sandbox"):
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
 
 from devstack import sandbox_image  # noqa: E402
 

@@ -87,6 +87,17 @@ out = os.environ.get("TEST_OUTPUT_DIR", "/tmp")
 open(out + "/sitecustomize-ran-%d" % os.getpid(), "w").write(repr(dict(os.environ)))
 """
 
+HOSTILE_REPOSITORY = {
+    ".openhands/setup.sh": HOSTILE_SETUP,
+    ".openhands/attacker.py": ATTACKER,
+    "openhands/__init__.py": "",
+    "openhands/agent_server/__init__.py": "",
+    "openhands/agent_server/__main__.py": FAKE_AGENT_SERVER,
+    "sitecustomize.py": SITE_CUSTOMIZE,
+    "usercustomize.py": SITE_CUSTOMIZE,
+}
+"""Every attack in one repository (tests/image runs it against the built image too)."""
+
 
 def task_secrets() -> dict[str, str]:
     """What a Fargate task's environment holds besides the protocol's variables."""
@@ -212,13 +223,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileSandbox
         served,
         feature_files={
             "workspace/openhands_agent_server_config.json": json.dumps(server_config),
-            ".openhands/setup.sh": HOSTILE_SETUP,
-            ".openhands/attacker.py": ATTACKER,
-            "openhands/__init__.py": "",
-            "openhands/agent_server/__init__.py": "",
-            "openhands/agent_server/__main__.py": FAKE_AGENT_SERVER,
-            "sitecustomize.py": SITE_CUSTOMIZE,
-            "usercustomize.py": SITE_CUSTOMIZE,
+            **HOSTILE_REPOSITORY,
         },
     )
     values = Secrets.random()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,12 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openhands_sandbox.agent_server import advertised_url, start_conversation_request
+from openhands_sandbox.agent_server import (
+    AgentServer,
+    AgentServerLaunch,
+    advertised_url,
+    listening_sockets,
+    start_conversation_request,
+)
 from openhands_sandbox.context import ContextError, ConversationContext
 from openhands_sandbox.control_plane import ControlPlaneClient, ControlPlaneRejected, Phase
 from openhands_sandbox.logs import Redactor
 from openhands_sandbox.processes import clean_environment
-from sandbox_harness import Secrets, make_context
+from openhands_sandbox.users import RunAs
+from sandbox_harness import Secrets, free_port, make_context, wait_for_port
 
 
 @contextmanager
@@ -187,3 +196,46 @@ def test_context_reprs_hide_the_secrets(sandbox_secrets: Secrets) -> None:
     )
     for secret in context.secrets():
         assert secret not in repr(context)
+
+
+LISTEN = (
+    "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(60)"
+)
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="listening as another uid needs root")
+def test_a_separated_agent_server_owns_its_port_only_through_a_socket_of_the_agent_user(tmp_path: Path) -> None:
+    """In a container root cannot read the agent user's fd table (no CAP_SYS_PTRACE, as on
+    Fargate): the owner of the listening socket, from /proc/net, decides."""
+    port = free_port()
+    listener = subprocess.Popen(
+        ["/usr/bin/python3", "-c", LISTEN, str(port)], user=NOBODY, group=NOBODY, extra_groups=[], cwd="/"
+    )
+    try:
+        wait_for_port(port)
+        assert set(listening_sockets(port).values()) == {NOBODY}
+
+        def server_run_as(uid: int) -> AgentServer:
+            launch = AgentServerLaunch(
+                python="/usr/bin/python3",
+                host="127.0.0.1",
+                port=port,
+                session_api_key="k",
+                working_dir=tmp_path,
+                home_dir=tmp_path,
+                state_dir=tmp_path,
+                log_path=tmp_path / "log",
+                config_path=tmp_path / "config.json",
+                tmux_dir=tmp_path,
+                env={},
+                run_as=RunAs(uid, uid),
+            )
+            return AgentServer(listener, launch, launch.log_path)
+
+        assert server_run_as(NOBODY).owns_its_port()
+        assert not server_run_as(NOBODY - 1).owns_its_port()  # someone else's socket: never
+    finally:
+        listener.kill()
+        listener.wait()
+    assert not server_run_as(NOBODY).owns_its_port()  # nothing listens any more
