@@ -292,9 +292,26 @@ def _create_table(session: Any, logical_id: str, properties: dict[str, Any], res
         resources.attributes[f"{logical_id}.StreamArn"] = table["LatestStreamArn"]
 
 
-def _create_bucket(session: Any, logical_id: str, _: dict[str, Any], resources: StackResources, __: Any) -> None:
+def _create_bucket(
+    session: Any, logical_id: str, properties: dict[str, Any], resources: StackResources, resolver: Any
+) -> None:
     name = _resource_name(resources.stack_name, logical_id).lower()
-    session.client("s3").create_bucket(Bucket=name)
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket=name)
+    rules = resolver.resolve((properties.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration") or [])
+    if rules:  # the default encryption (the stack's key), as CloudFormation sets it
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                        "BucketKeyEnabled": bool(rule.get("BucketKeyEnabled", False)),
+                    }
+                    for rule in rules
+                ]
+            },
+        )
     resources.physical[logical_id] = name
     resources.attributes[f"{logical_id}.Arn"] = f"arn:aws:s3:::{name}"
 

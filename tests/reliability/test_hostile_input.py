@@ -170,3 +170,14 @@ def test_a_failed_insert_leaves_no_stored_request_behind(api_stack: ApiStack, mo
     answer = api_stack.api("POST", CREATE, body)
     assert_error_body(answer, 500, "STATUS$ERROR")  # the failure itself is ours: a 500, but nothing kept
     assert_nothing_written(api_stack)
+
+
+def test_stored_requests_are_encrypted_with_the_stacks_key(api_stack: ApiStack) -> None:
+    """The context bucket's default encryption (SecretsKey, bucket key) applies to what is stored."""
+    api_stack.configure_user()
+    answer = api_stack.api("POST", CREATE, {"initial_user_msg": "x" * 70_000})
+    assert answer.status == 200, answer.body
+    (key,) = bucket_keys(api_stack)
+    head = boto3.client("s3").head_object(Bucket=api_stack.resources.physical["ContextBucket"], Key=key)
+    assert head["ServerSideEncryption"] == "aws:kms" and head["BucketKeyEnabled"] is True
+    assert head["SSEKMSKeyId"] == api_stack.resources.attributes["SecretsKey.Arn"]

@@ -18,7 +18,8 @@ class ContextStore:
             Key=key,
             Body=json.dumps(payload).encode(),
             ContentType="application/json",
-            ServerSideEncryption="aws:kms",
+            # No encryption header: the bucket's default applies (the stack's SecretsKey, with a
+            # bucket key). `aws:kms` without a key id would pick the account's aws/s3 key instead.
         )
         return key
 
