@@ -1,4 +1,4 @@
-"""`make bench`: python -m benchmarks [--only cold,warm,cost,load,roundtrip] [--quick] [--no-docs]
+"""`make bench`: python -m benchmarks [--only cold,warm,cost,ingest,load,roundtrip] [--quick] [--no-docs]
 
 Writes benchmarks/results.json and the measured block of docs/performance.md.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import ROOT
 
-SECTIONS = ("cold", "warm", "cost", "load", "roundtrip")
+SECTIONS = ("cold", "warm", "cost", "ingest", "load", "roundtrip")
 RESULTS = ROOT / "benchmarks" / "results.json"
 DOCUMENT = ROOT / "docs" / "performance.md"
 
@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import cost
 
             results["cost"] = cost.run(conversations=2 if quick else 6, log=_log)
+        elif section == "ingest":
+            from benchmarks import event_ingest
+
+            results["event_ingest"] = event_ingest.run(events=100 if quick else 1000, log=_log)
         elif section == "load":
             from benchmarks import load
 

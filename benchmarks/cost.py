@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +51,35 @@ def memory_sizes() -> dict[str, int]:
     }
 
 
-def run(conversations: int = 6, log: Any = print) -> dict[str, Any]:
+@contextmanager
+def creation_stack(prefix: str) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """moto with the template's resources and the real handlers, the stream pumped to the starter,
+    the git remote answered in-process: (stack, runtime, session, pump)."""
     use_fake_aws()
     os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
     import boto3
     from moto import mock_aws
 
-    from benchmarks.dynamodb_units import CapacityMeter
     from benchmarks.fixtures import seed_stack, template_stream_pump
     from benchmarks.stubs import service_with_stub_remote
-    from benchmarks.warm_create import quiet_stdout
 
-    with mock_aws(config=MOTO_CONFIG), tempfile.TemporaryDirectory(prefix="bench-cost-") as temporary:  # type: ignore[arg-type]
+    with mock_aws(config=MOTO_CONFIG), tempfile.TemporaryDirectory(prefix=prefix) as temporary:  # type: ignore[arg-type]
         stack = seed_stack(Path(temporary), overrides={"SANDBOX_API_URL": "https://api.example.com/dev/sandbox"})
-        from conversation_service.dal import aws
-
         runtime = stack.runtime
         runtime.install_into_moto()
         service_with_stub_remote(sys.modules[runtime.handler("ApiFunction").__module__])
         stack.github_repository = True
         session = boto3.Session(region_name="us-east-1")
-        pump = template_stream_pump(stack.resources, runtime, session)
+        yield stack, runtime, session, template_stream_pump(stack.resources, runtime, session)
+
+
+def run(conversations: int = 6, log: Any = print) -> dict[str, Any]:
+    from benchmarks.dynamodb_units import CapacityMeter
+    from benchmarks.warm_create import quiet_stdout
+
+    with creation_stack("bench-cost-") as (stack, runtime, session, pump):
+        from conversation_service.dal import aws
+
         durations: dict[str, list[float]] = defaultdict(list)
         invocations: dict[str, int] = defaultdict(int)
         calls_by_function: dict[str, list[Any]] = defaultdict(list)

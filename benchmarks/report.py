@@ -135,6 +135,39 @@ def render(results: dict[str, Any]) -> str:
             f"Each status poll (GET) a client makes adds about ${cost['poll_get_cost'] * 1_000_000:.2f} per million.",
             "",
         ]
+    if ingest := results.get("event_ingest"):
+        out += [
+            "### Agent event ingest (`python -m benchmarks --only ingest`)",
+            "",
+            f"`POST /sandbox/v1/agent-events` through the real SandboxApiFunction handler on moto, batches of "
+            f"{ingest['batch_size']} (the agent-server webhook's default), a coding session's mix (one event in ten "
+            f"over 8 KB, its body in S3); {ingest['events_timed']} events timed, {ingest['events_counted']} counted. "
+            "Lambda billed estimate = the handler's own time (minus AWS calls) + "
+            f"{ingest['aws_call_allowance_ms']:.0f} ms per AWS call. Prices: {ingest['prices_as_of']}.",
+            "",
+            "| per event | ingest | baseline: one plain PutItem of the raw JSON | ratio |",
+            "| --- | ---: | ---: | ---: |",
+            f"| handler time, ms (p50 batch / {ingest['batch_size']}) | {ingest['per_event_ms']:.2f} | "
+            f"{ingest['baseline_per_event_ms']:.2f} | {ingest['time_ratio']:.1f}x |",
+            f"| DynamoDB WRU | {ingest['write_units_per_event']:.2f} | {ingest['baseline_write_units_per_event']:.2f} "
+            f"| {ingest['write_units_ratio']:.1f}x |",
+            f"| DynamoDB RRU | {ingest['read_units_per_event']:.2f} | 0 | |",
+            f"| S3 PUT | {ingest['s3_puts_per_event']:.2f} | 0 | |",
+            f"| own time (minus AWS calls), ms | {ingest['own_per_event_ms']:.2f} | | |",
+            "",
+            "| item | per 1,000 events | cost |",
+            "| --- | --- | ---: |",
+        ]
+        for line in ingest["lines"]:
+            out.append(f"| {line['item']} | {line['quantity']} | ${line['cost']:.6f} |")
+        out += [
+            f"| **total** | | **${ingest['cost_per_1000_events']:.6f}** |",
+            "",
+            "The ingest writes each event twice (its place `EVENT#<seq>` and its id `EVENTID#<hash>`) in one "
+            "transaction (2x units) with the batch's `META` update: the price of order and exactly-once storage "
+            "over the naive write.",
+            "",
+        ]
     if load := results.get("load"):
         out += ["### The local stack under load (`python -m benchmarks --only load`)", ""]
         if "skipped" in load:

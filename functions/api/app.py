@@ -20,6 +20,16 @@ from conversation_service.models.api import (
     SettingsUpdate,
     SettingsView,
 )
+from conversation_service.models.channel import (
+    DEFAULT_EVENTS_PAGE,
+    MAX_EVENTS_PAGE,
+    MAX_WAIT_SECONDS,
+    AgentEventPage,
+    ConfirmRequest,
+    SendMessageRequest,
+    SendMessageResponse,
+    WorkspaceSnapshot,
+)
 from conversation_service.models.domain import ConversationTrigger
 from conversation_service.models.environment import ApiEnvironment
 from conversation_service.models.lifecycle import (
@@ -31,7 +41,7 @@ from conversation_service.models.lifecycle import (
     UpdateConversationRequest,
 )
 from conversation_service.observability import logger, metrics, tracer
-from conversation_service.services import conversation_service, lifecycle_service, settings_service
+from conversation_service.services import agent_channel, conversation_service, lifecycle_service, settings_service
 
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
 ENVIRONMENT = require_environment(ApiEnvironment)
@@ -157,6 +167,72 @@ def delete_conversation(conversation_id: ConversationId) -> bool:
     return lifecycle_service().delete(_user_id(), conversation_id)
 
 
+_MESSAGE_ERRORS: dict[int, Any] = {
+    **_ERRORS,
+    409: {
+        "description": "Not STARTING or RUNNING, or Idempotency-Key reused with another body",
+        "content": {"application/json": {"model": ErrorBody}},
+    },
+}
+_CONFIRM_ERRORS: dict[int, Any] = {
+    **_ERRORS,
+    409: {"description": "No confirmation pending", "content": {"application/json": {"model": ErrorBody}}},
+}
+
+
+@app.get(
+    "/api/conversations/<conversation_id>/events",
+    summary="The agent's events, oldest first from page_id; wait=N answers as soon as a newer one exists",
+    responses=_ok(AgentEventPage, _ERRORS),
+)
+def get_events(
+    conversation_id: ConversationId,
+    page_id: Annotated[
+        str | None, Query(description="next_page_id of the previous page, unchanged", max_length=4096)
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = DEFAULT_EVENTS_PAGE,
+    wait: Annotated[int, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for a newer event")] = 0,
+) -> AgentEventPage:
+    return agent_channel().events(_user_id(), conversation_id, page_id=page_id, limit=limit, wait_seconds=wait)
+
+
+@app.post(
+    "/api/conversations/<conversation_id>/messages",
+    summary="Send the agent a message (delivered once, in order; accepted while STARTING or RUNNING)",
+    responses={
+        202: {"description": "Accepted", "content": {"application/json": {"model": SendMessageResponse}}},
+        **_MESSAGE_ERRORS,
+    },
+)
+def send_message(
+    conversation_id: ConversationId,
+    request: SendMessageRequest,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> tuple[SendMessageResponse, int]:
+    return agent_channel().send_message(_user_id(), conversation_id, request, idempotency_key), 202
+
+
+@app.post(
+    "/api/conversations/<conversation_id>/confirm",
+    summary="Answer the confirmation the agent waits for (confirmation_mode)",
+    responses={
+        202: {"description": "Accepted", "content": {"application/json": {"model": SendMessageResponse}}},
+        **_CONFIRM_ERRORS,
+    },
+)
+def confirm_action(conversation_id: ConversationId, request: ConfirmRequest) -> tuple[SendMessageResponse, int]:
+    return agent_channel().confirm(_user_id(), conversation_id, request), 202
+
+
+@app.get(
+    "/api/conversations/<conversation_id>/workspace",
+    summary="What the agent changed: branch, HEAD, changed files, the unified diff (up to a cap)",
+    responses=_ok(WorkspaceSnapshot, _ERRORS),
+)
+def get_workspace(conversation_id: ConversationId) -> WorkspaceSnapshot:
+    return agent_channel().workspace(_user_id(), conversation_id)
+
+
 @app.get("/api/quota", summary="Your concurrency limit and active conversations", responses=_ok(QuotaView, _ERRORS))
 def get_quota() -> QuotaView:
     return lifecycle_service().quota(_user_id())
@@ -195,4 +271,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if (refusal := refuse_unreadable_body(event)) is not None:
         return refusal
     conversation_service().register_lambda_context(context)
+    agent_channel().register_lambda_context(context)
     return app.resolve(event, context)

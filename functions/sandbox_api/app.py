@@ -1,18 +1,28 @@
-"""The sandbox callback API: /sandbox/v1/context and /sandbox/v1/events (docs/sandbox-protocol.md)."""
+"""The sandbox callback API (docs/sandbox-protocol.md): the start (/sandbox/v1/context, /sandbox/v1/events)
+and the channel to the running conversation (agent events and status, inbox, workspace)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
 from conversation_service.http_errors import register_error_handlers
 from conversation_service.http_routes import ServiceApiResolver
+from conversation_service.models.channel import (
+    MAX_WAIT_SECONDS,
+    AgentConversationInfo,
+    AgentEventBatch,
+    AgentEventsStored,
+    InboxPage,
+    WorkspaceSnapshot,
+)
 from conversation_service.models.context import SandboxContext, SandboxEvent
 from conversation_service.models.domain import Conversation
 from conversation_service.models.environment import SandboxApiEnvironment
 from conversation_service.observability import logger, tracer
-from conversation_service.services import sandbox_channel
+from conversation_service.services import agent_channel, sandbox_channel
 
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
 ENVIRONMENT = require_environment(SandboxApiEnvironment)
@@ -35,6 +45,35 @@ def get_context() -> SandboxContext:
 @app.post("/sandbox/v1/events")
 def post_event(event: SandboxEvent) -> dict[str, str]:
     sandbox_channel().report(_conversation(), event)
+    return {"status": "ok"}
+
+
+# -- the channel to the running conversation (logic/agent_channel.py) ------------------------------
+@app.post("/sandbox/v1/agent-events")
+def post_agent_events(batch: AgentEventBatch) -> AgentEventsStored:
+    return agent_channel().store_events(_conversation(), batch)
+
+
+@app.post("/sandbox/v1/agent-conversation")
+def post_agent_conversation(info: AgentConversationInfo) -> dict[str, str]:
+    agent_channel().record_agent_status(_conversation(), info)
+    return {"status": "ok"}
+
+
+@app.get("/sandbox/v1/inbox")
+def get_inbox(wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0) -> InboxPage:
+    return agent_channel().inbox(_conversation(), wait)
+
+
+@app.post("/sandbox/v1/inbox/<item_id>/ack")
+def acknowledge_inbox_item(item_id: str) -> dict[str, str]:
+    agent_channel().acknowledge(_conversation(), item_id)
+    return {"status": "ok"}
+
+
+@app.post("/sandbox/v1/workspace")
+def post_workspace(snapshot: WorkspaceSnapshot) -> dict[str, str]:
+    agent_channel().publish_workspace(_conversation(), snapshot)
     return {"status": "ok"}
 
 

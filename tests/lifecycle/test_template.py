@@ -44,6 +44,8 @@ def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
     assert actions(starter) == {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
+        "dynamodb:Query",  # a deleted conversation's channel: its items
+        "dynamodb:BatchWriteItem",  # and their deletion
         "sqs:SendMessage",
         "states:StopExecution",
         "ecs:StopTask",
@@ -57,7 +59,10 @@ def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
     cluster = {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["SandboxCluster", "Arn"]}}}
     assert by_action["ecs:StopTask"]["Condition"] == by_action["ecs:ListTasks"]["Condition"] == cluster
     assert "conversations/*" in json.dumps(by_action["s3:DeleteObjectVersion"]["Resource"])
-    assert by_action["s3:ListBucketVersions"]["Condition"] == {"StringLike": {"s3:prefix": "conversations/*"}}
+    assert "conversation-events/*" in json.dumps(by_action["s3:DeleteObjectVersion"]["Resource"])  # the channel
+    assert by_action["s3:ListBucketVersions"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["conversations/*", "conversation-events/*"]}
+    }
     assert "EventBridgePutEventsPolicy" in templates(starter)
     assert "S3CrudPolicy" not in templates(starter)
 

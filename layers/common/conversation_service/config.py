@@ -35,6 +35,8 @@ class ServiceConfig(BaseModel):
     conversations_table: str = "conversations"
     users_table: str = "users"
     idempotency_table: str = "idempotency"
+    # The channel to a running conversation: its events, its inbox, its workspace (logic/agent_channel.py).
+    channel_table: str = "conversation-channel"
     context_bucket: str = "conversation-context"
     secrets_key_id: str = "alias/conversation-secrets"
     state_machine_arn: str = ""
@@ -79,6 +81,13 @@ class ServiceConfig(BaseModel):
     event_bus_name: str = ""
     trusted_event_sources: list[str] = Field(default_factory=list)
     create_conversation_dlq_url: str = ""
+
+    # Caps of the channel (docs/sandbox-protocol.md): one event, after redaction; a conversation's
+    # transcript, in events and in bytes; the diff a workspace snapshot keeps.
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_events_per_conversation: int = Field(default=20_000, ge=1)
+    max_event_bytes_per_conversation: int = Field(default=256 * 1024 * 1024, ge=1024)
+    max_workspace_diff_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @field_validator("git_provider_hosts", mode="before")
     @classmethod

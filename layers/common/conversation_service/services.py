@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from conversation_service.config import get_config
+from conversation_service.dal.channel import ChannelStore
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.events import EventPublisher
@@ -15,6 +16,7 @@ from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine
+from conversation_service.logic.agent_channel import AgentChannel
 from conversation_service.logic.conversations import ConversationService
 from conversation_service.logic.event_intake import EventIntake
 from conversation_service.logic.lifecycle import LifecycleService
@@ -81,6 +83,25 @@ def sandbox_channel() -> SandboxChannel:
 
 
 @lru_cache(maxsize=1)
+def channel_store() -> ChannelStore:
+    config = get_config()
+    return ChannelStore(config.channel_table, config.conversations_table, config.context_bucket)
+
+
+@lru_cache(maxsize=1)
+def agent_channel() -> AgentChannel:
+    config = get_config()
+    return AgentChannel(
+        config,
+        conversation_store(),
+        user_store(),
+        ContextStore(config.context_bucket),
+        channel_store(),
+        idempotency_store(config.idempotency_table),
+    )
+
+
+@lru_cache(maxsize=1)
 def lifecycle_service() -> LifecycleService:
     config = get_config()
     return LifecycleService(config, conversation_store(), user_store(), PageTokenSealer(config.secrets_key_id))
@@ -96,6 +117,7 @@ def stream_consumer() -> ConversationStreamConsumer:
         SandboxFleet(config),
         ContextStore(config.context_bucket),
         EventPublisher(config.event_bus_name),
+        channel_store(),
     )
 
 
@@ -126,6 +148,8 @@ def reset() -> None:
         settings_service,
         creation_workflow,
         sandbox_channel,
+        channel_store,
+        agent_channel,
         lifecycle_service,
         stream_consumer,
         event_intake,

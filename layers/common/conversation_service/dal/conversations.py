@@ -63,6 +63,9 @@ _PER_RUN_FIELDS = (
     "status_reason",
     "execution_arn",
     "teardown_requested_at",
+    "agent_status",
+    "agent_status_at",
+    "confirmation_answered_at",
 )
 
 
@@ -335,6 +338,11 @@ class ConversationStore:
         }
         if names:
             request["ExpressionAttributeNames"] = names
+        return self._update_on_condition(request)
+
+    @staticmethod
+    def _update_on_condition(request: dict[str, Any]) -> bool:
+        """UpdateItem; False when its condition did not hold."""
         try:
             client("dynamodb").update_item(**request)
         except ClientError as error:
@@ -342,6 +350,25 @@ class ConversationStore:
                 return False
             raise
         return True
+
+    def set_agent_status(self, conversation_id: str, run: int, status: str, *, at: str, answer_stays: bool) -> bool:
+        """Record the agent's execution status on an active conversation of run `run` (False when
+        it is not). A recorded confirmation answer is forgotten unless `answer_stays`."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"conversation_id": {"S": conversation_id}},
+            "UpdateExpression": "SET agent_status = :status, agent_status_at = :at"
+            + ("" if answer_stays else " REMOVE confirmation_answered_at"),
+            "ConditionExpression": f"{_IS_ACTIVE} AND #run = :run",
+            "ExpressionAttributeNames": {"#run": "run"},
+            "ExpressionAttributeValues": {
+                ":status": {"S": status},
+                ":at": {"S": at},
+                ":run": {"N": str(run)},
+                **_ACTIVE_VALUES,
+            },
+        }
+        return self._update_on_condition(request)
 
     # -- lifecycle: listing, renaming, starting again, deleting ---------------------------------
     def page_for_user(

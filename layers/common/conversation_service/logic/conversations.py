@@ -9,13 +9,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
-from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 
 from conversation_service.config import ConcurrencyPolicy, ServiceConfig
 from conversation_service.dal.context_store import ContextStore
@@ -28,6 +23,7 @@ from conversation_service.dal.conversations import (
 )
 from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_epoch_ms, now_iso
+from conversation_service.logic.idempotency import check_idempotency_key, make_idempotent, run_once
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
 from conversation_service.models.api import (
     ConversationView,
@@ -51,10 +47,8 @@ from conversation_service.models.errors import (
     ConversationConflict,
     ConversationNotFound,
     EventSourceNotAuthorised,
-    IdempotencyConflict,
     InvalidRequest,
     LLMAuthenticationMissing,
-    RequestInProgress,
     SettingsNotFound,
 )
 from conversation_service.observability import logger
@@ -67,7 +61,6 @@ MAX_WRITE_ATTEMPTS = 60
 # so do sealed MCP configurations larger than this: the item stays well under its limit.
 INLINE_REQUEST_LIMIT_BYTES = 64 * 1024
 INLINE_SEALED_MCP_LIMIT_BYTES = 64 * 1024
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
 def new_conversation_id() -> str:
@@ -118,41 +111,28 @@ class ConversationService:
         it must be one the user authorised in their settings."""
         if idempotency_key is None or self._create_once is None:
             return self._create(user_id, request, event_source)
-        if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        check_idempotency_key(idempotency_key)
         envelope = {
             "user_id": user_id,
             "key": idempotency_key,
             "body": request.model_dump(mode="json", exclude_none=True),
             "event_source": event_source,
         }
-        try:
-            response: CreateConversationResponse = self._create_once(envelope=envelope)
-        except IdempotencyValidationError as error:
-            raise IdempotencyConflict() from error
-        except IdempotencyAlreadyInProgressError as error:
-            raise RequestInProgress() from error
-        return response
+        return run_once(self._create_once, envelope)
 
     def _make_idempotent_create(self, store: BasePersistenceLayer) -> Callable[..., CreateConversationResponse]:
-        config = IdempotencyConfig(
-            event_key_jmespath="[user_id, key]",
-            payload_validation_jmespath="body",
-            expires_after_seconds=self._config.idempotency_ttl_seconds,
-        )
-        self._idempotency_config = config
-
-        @idempotent_function(
-            data_keyword_argument="envelope",
-            persistence_store=store,
-            config=config,
-            output_serializer=PydanticSerializer(model=CreateConversationResponse),
-        )
         def create_once(envelope: dict[str, Any]) -> CreateConversationResponse:
             request = CreateConversationRequest.model_validate(envelope["body"])
             return self._create(envelope["user_id"], request, envelope.get("event_source"))
 
-        return create_once
+        wrapped, self._idempotency_config = make_idempotent(
+            create_once,
+            store,
+            key_path="[user_id, key]",
+            output_model=CreateConversationResponse,
+            expires_after_seconds=self._config.idempotency_ttl_seconds,
+        )
+        return wrapped
 
     def _create(
         self, user_id: str, request: CreateConversationRequest, event_source: str | None = None

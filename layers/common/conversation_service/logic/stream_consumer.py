@@ -11,9 +11,11 @@ For each change, in the order the changes happened (one item's records share a s
    stop the run's execution if it was still starting (not for ERROR: that is the workflow's own
    ending), stop its sandbox task (the one on the record, and any task still started by this
    conversation once nothing of it should run), and for a deletion purge its stored context
-   (`conversations/<id>/`, every version).
+   (`conversations/<id>/`, every version) and its channel: transcript, inbox and workspace
+   (the channel table's items and `conversation-events/<id>/`).
 3. **Publish** `ConversationStatusChanged` on the stack's bus when the status, the runtime
-   status or the run changed (docs/events.md).
+   status or the run changed, and `AgentStatusChanged` when the agent's execution status did
+   (docs/events.md).
 
 Every step is idempotent, so a redelivered record (at least once) does no harm; an event may be
 published twice, with the same `change_id`.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from conversation_service.dal.channel import ChannelStore
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.events import EventBusMissing, EventPublisher, OutgoingEvent
@@ -34,7 +37,14 @@ from conversation_service.logic.clock import now_iso
 from conversation_service.logic.runs import execution_name
 from conversation_service.logic.workflow import CreationWorkflow
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus
-from conversation_service.models.events import DELETED, EVENT_SOURCE, STATUS_CHANGED, ConversationStatusChanged
+from conversation_service.models.events import (
+    AGENT_STATUS_CHANGED,
+    DELETED,
+    EVENT_SOURCE,
+    STATUS_CHANGED,
+    AgentStatusChanged,
+    ConversationStatusChanged,
+)
 from conversation_service.observability import logger
 
 
@@ -82,6 +92,7 @@ class ConversationStreamConsumer:
         fleet: SandboxFleet,
         context: ContextStore,
         publisher: EventPublisher,
+        channel: ChannelStore,
     ) -> None:
         self._conversations = conversations
         self._workflow = workflow
@@ -89,6 +100,7 @@ class ConversationStreamConsumer:
         self._fleet = fleet
         self._context = context
         self._publisher = publisher
+        self._channel = channel
 
     def handle(self, change: StreamChange) -> None:
         conversation = change.conversation
@@ -154,7 +166,10 @@ class ConversationStreamConsumer:
             tasks.update(self._fleet.running_tasks(conversation_id))
         for task_arn in sorted(tasks):
             self._fleet.stop(task_arn, why)
-        purged = self._context.purge_prefix(f"conversations/{conversation_id}/") if deleted else 0
+        purged = 0
+        if deleted:
+            purged = self._context.purge_prefix(f"conversations/{conversation_id}/")
+            purged += self._channel.purge(conversation_id)
         logger.info(
             "conversation torn down",
             extra={"run": image.run, "tasks_stopped": len(tasks), "objects_purged": purged, "why": why},
@@ -162,20 +177,47 @@ class ConversationStreamConsumer:
 
     # -- 3. publish ----------------------------------------------------------------------------
     def _publish(self, change: StreamChange) -> None:
-        detail = status_change(change)
-        if detail is None:
+        details: list[tuple[str, ConversationStatusChanged | AgentStatusChanged | None]] = [
+            (STATUS_CHANGED, status_change(change)),
+            (AGENT_STATUS_CHANGED, agent_status_change(change)),
+        ]
+        events = [
+            OutgoingEvent(
+                source=EVENT_SOURCE,
+                detail_type=detail_type,
+                detail=detail.model_dump(mode="json"),
+                time=detail.changed_at,
+            )
+            for detail_type, detail in details
+            if detail is not None
+        ]
+        if not events:
             return
-        event = OutgoingEvent(
-            source=EVENT_SOURCE,
-            detail_type=STATUS_CHANGED,
-            detail=detail.model_dump(mode="json"),
-            time=detail.changed_at,
-        )
         try:
-            self._publisher.publish([event])
+            self._publisher.publish(events)
         except EventBusMissing:
             # Not transient: retrying would only hold back the teardown of later changes.
-            logger.error("event bus missing: status change not published", extra={"new_status": detail.new_status})
+            logger.error("event bus missing: status change not published", extra={"events": len(events)})
+
+
+def agent_status_change(change: StreamChange) -> AgentStatusChanged | None:
+    """The event a change makes if the agent's execution status changed (a status reported
+    again unchanged makes none)."""
+    old, new = change.old, change.new
+    if new is None or not new.agent_status:
+        return None
+    if old is not None and old.agent_status == new.agent_status and old.run == new.run:
+        return None
+    return AgentStatusChanged(
+        change_id=change.change_id,
+        conversation_id=new.conversation_id,
+        user_id=new.user_id,
+        run=new.run,
+        old_agent_status=old.agent_status if old and old.run == new.run else None,
+        agent_status=new.agent_status,
+        conversation_status=new.conversation_status.value,
+        changed_at=new.agent_status_at or change.at or now_iso(),
+    )
 
 
 def status_change(change: StreamChange) -> ConversationStatusChanged | None:

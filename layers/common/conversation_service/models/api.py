@@ -162,6 +162,11 @@ class ConversationView(BaseModel):
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)
+    agent_status: str | None = Field(
+        default=None,
+        description="The agent's execution status: idle, running, paused, waiting_for_confirmation, finished, "
+        "error, stuck (null until the sandbox reports one)",
+    )
 
 
 class SettingsUpdate(StrictModel):

@@ -155,6 +155,11 @@ class Conversation(BaseModel):
     # ...or, when sealed it is too large for the item (DynamoDB's 400 KB), where in S3 it is.
     sealed_mcp_config_key: str | None = None
     sealed_session_api_key: str | None = Field(default=None, repr=False)
+    # The agent-server's execution status, as the sandbox reports it (models/channel.py AgentStatus),
+    # and when a pending confirmation was answered (cleared when the agent moves on).
+    agent_status: str | None = None
+    agent_status_at: str | None = None
+    confirmation_answered_at: str | None = None
     # Set when an inactive conversation is stopped again: the stream consumer re-checks that
     # nothing of it still runs.
     teardown_requested_at: str | None = None

@@ -37,13 +37,25 @@ class AuthorizerEnvironment(FunctionEnvironment):
     USERS_TABLE: Name
 
 
-class ApiEnvironment(StoreEnvironment):
+class CreationEnvironment(StoreEnvironment):
+    """What creating a conversation needs (the API and the event intake)."""
+
     IDEMPOTENCY_TABLE: Name
     CONTEXT_BUCKET: Name
     SECRETS_KEY_ID: Name
 
 
-class WorkflowStarterEnvironment(StoreEnvironment):
+class ChannelEnvironment(FunctionEnvironment):
+    """The channel to a running conversation (its transcript, inbox and workspace)."""
+
+    CHANNEL_TABLE: Name
+
+
+class ApiEnvironment(CreationEnvironment, ChannelEnvironment):
+    """ApiFunction: the conversations API, the owner's side of the channel included."""
+
+
+class WorkflowStarterEnvironment(StoreEnvironment, ChannelEnvironment):
     CONTEXT_BUCKET: Name
     STATE_MACHINE_ARN: Arn
     SANDBOX_CLUSTER_ARN: Arn  # stops the sandbox of a conversation that was closed
@@ -69,12 +81,12 @@ class StopsSandboxEnvironment(StoreEnvironment):
     SANDBOX_CLUSTER_ARN: Arn
 
 
-class SandboxApiEnvironment(StoreEnvironment):
+class SandboxApiEnvironment(StoreEnvironment, ChannelEnvironment):
     CONTEXT_BUCKET: Name
     SECRETS_KEY_ID: Name
 
 
-class EventIntakeEnvironment(ApiEnvironment):
+class EventIntakeEnvironment(CreationEnvironment):
     CREATE_CONVERSATION_DLQ_URL: Url
 
 

@@ -134,3 +134,33 @@ class Unauthorized(ServiceError):
     status_code = 401
     msg_id = "ERROR$UNAUTHORIZED"
     default_message = "Missing or invalid API key"
+
+
+class ConversationNotAcceptingMessages(ServiceError):
+    status_code = 409
+    msg_id = "CONVERSATION$NOT_RUNNING"
+    default_message = "This conversation is not running: start it again to send it messages"
+
+
+class NoConfirmationPending(ServiceError):
+    status_code = 409
+    msg_id = "CONVERSATION$NO_CONFIRMATION_PENDING"
+    default_message = "The agent is not waiting for a confirmation (or it was already answered)"
+
+
+class WorkspaceNotPublished(ServiceError):
+    status_code = 404
+    msg_id = "CONVERSATION$WORKSPACE_NOT_PUBLISHED"
+    default_message = "The sandbox has not published its workspace yet (it does when the agent stops working)"
+
+
+class ConversationEventLimitReached(ServiceError):
+    status_code = 413
+    msg_id = "SANDBOX$EVENT_LIMIT_REACHED"
+    default_message = "This conversation has reached its limit of stored events"
+
+
+class SandboxTokenExpired(ServiceError):
+    status_code = 401
+    msg_id = "ERROR$UNAUTHORIZED"
+    default_message = "The sandbox token is no longer valid: the conversation is not starting or running"

@@ -14,6 +14,7 @@ from conversation_service.models.api import CreateConversationRequest, StrictMod
 
 EVENT_SOURCE = "openhands.conversations"
 STATUS_CHANGED = "ConversationStatusChanged"
+AGENT_STATUS_CHANGED = "AgentStatusChanged"
 CREATE_CONVERSATION = "CreateConversation"
 DELETED = "DELETED"  # new_status of a conversation that no longer exists
 
@@ -35,6 +36,23 @@ class ConversationStatusChanged(BaseModel):
     status_reason: str | None = None
     trigger: str | None = None
     repository: str | None = None
+    changed_at: str
+
+
+class AgentStatusChanged(BaseModel):
+    """Detail of `AgentStatusChanged`: the agent of a conversation changed its execution status
+    (it finished, needs a confirmation, went idle, failed...). Never a message or a secret."""
+
+    schema_version: Literal["1"] = "1"
+    change_id: str = Field(description="Unique per change; delivery is at least once, deduplicate on it")
+    conversation_id: str
+    user_id: str
+    run: int
+    old_agent_status: str | None = Field(description="null for the first status of a run")
+    agent_status: str = Field(
+        description="idle, running, paused, waiting_for_confirmation, finished, error, stuck (or deleting)"
+    )
+    conversation_status: str = Field(description="STARTING or RUNNING")
     changed_at: str
 
 
