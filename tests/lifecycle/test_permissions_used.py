@@ -23,6 +23,7 @@ import pytest
 from botocore.client import BaseClient
 
 from devstack.lambda_runtime import LocalLambdaRuntime
+from tests.helpers import api_event
 from tests.lifecycle.conftest import CONVERSATIONS, OTHER_USER, USER, Lifecycle
 from tests.reliability.test_least_privilege import as_list, every_statement, refs, translated_template
 
@@ -140,6 +141,7 @@ def live_every_part_of_a_conversation(life: Lifecycle) -> None:
     life.settle()
     assert life.call("POST", f"{CONVERSATIONS}/{first}/start")[0] == 200
     life.drive_to_running(first)
+    talk_to_the_running_conversation(life, first)
     others = [life.create({"initial_user_msg": f"more {n}"}) for n in range(3)]  # the third closes the oldest
     life.settle()
     life.put_event(
@@ -152,6 +154,41 @@ def live_every_part_of_a_conversation(life: Lifecycle) -> None:
     for conversation_id in [first, *others]:
         assert life.call("DELETE", f"{CONVERSATIONS}/{conversation_id}")[0] == 200
     life.settle(1.0)
+
+
+def talk_to_the_running_conversation(life: Lifecycle, conversation_id: str) -> None:
+    """The channel, both sides: events (one big: S3), the agent's status, a message (with an
+    Idempotency-Key), a confirmation, the inbox and its ack, the workspace; the owner reads them."""
+    token = life.sandbox_token(conversation_id)
+    events = [
+        {"id": "e1", "timestamp": "2026-12-01T10:00:00", "source": "agent", "kind": "MessageEvent"},
+        {
+            "id": "e2",
+            "timestamp": "2026-12-01T10:00:01",
+            "source": "agent",
+            "kind": "ObservationEvent",
+            "out": "o" * 20_000,
+        },
+    ]
+    assert life.sandbox("POST", "/sandbox/v1/agent-events", token, {"events": events})[0] == 200
+    status = {"execution_status": "waiting_for_confirmation"}
+    assert life.sandbox("POST", "/sandbox/v1/agent-conversation", token, status)[0] == 200
+    path = f"{CONVERSATIONS}/{conversation_id}"
+    response = life.harness.runtime.invoke(
+        "ApiFunction",
+        api_event("POST", f"{path}/messages", {"text": "and then?"}, user_id=USER, headers={"Idempotency-Key": "k1"}),
+    )
+    assert response["statusCode"] == 202, response
+    assert life.call("POST", f"{path}/confirm", {"accept": True})[0] == 202
+    status_code, inbox = life.sandbox("GET", "/sandbox/v1/inbox", token)
+    assert status_code == 200 and len(inbox["items"]) == 2, inbox
+    for item in inbox["items"]:
+        assert life.sandbox("POST", f"/sandbox/v1/inbox/{item['item_id']}/ack", token)[0] == 200
+    workspace = {"branch": "main", "head_commit": "a" * 40, "files": [], "diff": "+x\n"}
+    assert life.sandbox("POST", "/sandbox/v1/workspace", token, workspace)[0] == 200
+    status_code, page = life.call("GET", f"{path}/events")
+    assert status_code == 200 and len(page["results"]) == 2, page
+    assert life.call("GET", f"{path}/workspace")[0] == 200
 
 
 def allowed(statements: list[dict[str, Any]], need: Need, logical_of: dict[str, str]) -> bool:
