@@ -152,7 +152,7 @@ class ChannelStore:
                     Key=key,
                     Body=event.body.encode(),
                     ContentType="application/json",
-                    ServerSideEncryption="aws:kms",
+                    # No encryption header: the bucket's default (the stack's key), as ContextStore.
                 )
                 attributes["s3_key"] = key
             elif event.body is not None:
