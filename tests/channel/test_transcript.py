@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conversation_service import services
 
 from tests.channel.conftest import agent_event, channel_items, event_objects, open_channel, set_limits
 from tests.lifecycle.conftest import OTHER_USER, Lifecycle
@@ -70,6 +71,9 @@ def test_big_bodies_in_s3_oversized_refused_and_the_conversation_cap(
     results = channel.events_page()["results"]
     assert results[0]["event"] == big
     assert (results[1]["id"], results[1]["event"], results[1]["error_code"]) == (huge["id"], None, "EVENT_TOO_LARGE")
+    # A page stays within Lambda's answer size: past the byte budget it ends (never before its first event).
+    budgeted = services.channel_store().events_after(channel.conversation_id, 0, 10, max_bytes=1000)
+    assert [event["event_id"] for event in budgeted] == [big["id"]]
 
     status, body = channel.post_events([agent_event(i) for i in range(2, 8)])  # 2 + 6 > 5
     assert (status, body["status"], body["msg_id"], body["stored"]) == (413, "error", "SANDBOX$EVENT_LIMIT_REACHED", 3)
