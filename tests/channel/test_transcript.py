@@ -81,6 +81,13 @@ def test_big_bodies_in_s3_oversized_refused_and_the_conversation_cap(
     status, body = channel.post_events([agent_event(3), agent_event(4)])  # at the cap, redelivery is still fine
     assert (status, body["stored"], body["duplicates"]) == (200, 0, 2)
 
+    set_limits(monkeypatch, max_event_bytes_per_conversation=2048)  # the cap in bytes, likewise
+    by_bytes = open_channel(life)
+    status, body = by_bytes.post_events([agent_event(i, text="b" * 300) for i in range(10)])
+    assert (status, body["msg_id"]) == (413, "SANDBOX$EVENT_LIMIT_REACHED")
+    assert 1 <= body["stored"] < 10
+    assert [event["id"] for event in by_bytes.transcript()] == [agent_event(i)["id"] for i in range(body["stored"])]
+
 
 def test_events_of_a_starting_conversation_and_a_bad_batch(life: Lifecycle) -> None:
     channel = open_channel(life, running=False)  # STARTING: the token already opens the channel
