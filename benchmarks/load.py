@@ -54,9 +54,10 @@ def _free_port() -> int:
 
 
 class LocalStackProcess:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, pool: int = 0) -> None:
         self.port = _free_port()
         self.state_dir = state_dir
+        self.pool = pool  # warm sandboxes (--pool); the load benchmark measures cold starts
         self.process: subprocess.Popen[str] | None = None
         self.api_url = ""
         self.moto_url = ""
@@ -65,7 +66,10 @@ class LocalStackProcess:
     def __enter__(self) -> LocalStackProcess:
         environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "--port", str(self.port), "--state-dir", str(self.state_dir)],
+            [
+                *(sys.executable, "-m", "devstack", "--port", str(self.port)),
+                *("--state-dir", str(self.state_dir), "--pool", str(self.pool)),
+            ],
             cwd=str(ROOT),
             env=environment,
             stdout=subprocess.PIPE,

@@ -48,6 +48,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "processes; without IMAGE, the image of the current sandbox/ sources, built first if missing "
         "(make sandbox-image)",
     )
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=2,
+        metavar="N",
+        help="warm sandboxes kept booted and idle (default 2; 0 turns the pool off: every start is cold)",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         moto_port=arguments.moto_port,
         git_port=arguments.git_port,
         state_dir=arguments.state_dir,
+        pool_target_idle=max(arguments.pool, 0),
         llm_model=os.environ.get("LLM_MODEL") or None,
         # Read once, then out of the environment: it reaches sandboxes only through the sealed settings.
         llm_api_key=os.environ.pop("LLM_API_KEY", None) or None,

@@ -93,7 +93,8 @@ def rest_api_routes(template: dict[str, Any], api_logical_id: str = "Api") -> li
             authorizer_name = properties.get("Auth", {}).get("Authorizer", auth.get("DefaultAuthorizer"))
             authorizer = None if authorizer_name in (None, "NONE") else authorizers[authorizer_name]
             routes.append(Route(path.removesuffix("{proxy+}"), path, logical_id, authorizer))
-    return routes
+    # API Gateway matches the most specific resource first (/sandbox/v1/pool/{proxy+} before /sandbox/{proxy+}).
+    return sorted(routes, key=lambda route: len(route.prefix), reverse=True)
 
 
 def proxy_event(

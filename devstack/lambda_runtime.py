@@ -11,6 +11,7 @@ loudly if it moves.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -65,7 +66,8 @@ def union_environment(resources: StackResources) -> dict[str, str]:
 
 ENVIRONMENTS_PER_FUNCTION = 8
 """Execution environments a function may have at once (Lambda scales out; here a fixed pool): a
-long poll (the inbox, `events?wait=`) holds one, and the other calls of that function go on."""
+long poll (the inbox, `events?wait=`, an idle pool sandbox's assignment) holds one, and the other
+calls of that function go on. A function with ReservedConcurrentExecutions has at most that many."""
 
 
 class _ExecutionEnvironment:
@@ -133,7 +135,9 @@ class LocalLambdaRuntime:
                         environment.holder = me
                         environment.depth += 1
                         return environment
-                if len(environments) < ENVIRONMENTS_PER_FUNCTION:
+                if len(environments) < min(
+                    ENVIRONMENTS_PER_FUNCTION, spec.reserved_concurrency or ENVIRONMENTS_PER_FUNCTION
+                ):
                     # A new one: held (so nobody else takes it) while its module loads outside the lock.
                     environment = _ExecutionEnvironment(None)
                     environment.holder, environment.depth = me, 1
@@ -174,6 +178,15 @@ class LocalLambdaRuntime:
         finally:
             self._release(environment)
 
+    def invoke_async(self, name_or_arn: str, event: Any) -> None:
+        """An `Event` invocation: Lambda queues it and answers 202 at once; errors are only logged."""
+
+        def run() -> None:
+            with contextlib.suppress(FunctionError):  # logged by invoke, as Lambda logs it
+                self.invoke(name_or_arn, event)
+
+        threading.Thread(target=run, name=f"async-{self.spec(name_or_arn).logical_id}", daemon=True).start()
+
     def install_into_moto(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
@@ -183,6 +196,9 @@ class LocalLambdaRuntime:
             backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
         ) -> bytes:
             event = json.loads(body) if body else {}
+            if (headers or {}).get("X-Amz-Invocation-Type") == "Event":
+                runtime.invoke_async(function_name, event)
+                return b""
             try:
                 result = runtime.invoke(function_name, event)
             except FunctionError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -65,6 +66,18 @@ class StackOptions:
     """Share of the sandboxes' channel calls (agent events, statuses, inbox polls, acks) failed with 502."""
     sandbox_image: str | None = None
     """Run sandboxes from this container image (buildah) instead of as local processes."""
+    # Warm sandboxes kept idle (the template's PoolTargetIdle). `make dev` asks for 2; code that
+    # boots a stack without saying gets none, so a test never pays for boots it does not use.
+    pool_target_idle: int = 0
+
+
+def schedule_seconds(expression: str) -> float:
+    """`rate(5 minutes)` -> 300.0 (the only form the template uses)."""
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not match:
+        raise NotImplementedError(f"only rate(...) schedules run locally, not {expression!r}")
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+    return float(int(match.group(1)) * unit)
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -129,7 +142,7 @@ class LocalStack:
         self._git.start()
 
         session = boto3.Session(region_name=REGION)
-        resources = provision(STACK_NAME, session=session)
+        resources = provision(STACK_NAME, {"PoolTargetIdle": str(self.options.pool_target_idle)}, session=session)
         self.resources = resources
         apply_environment(
             resources,
@@ -161,6 +174,9 @@ class LocalStack:
         self._api_server.api = LocalRestApi(resources, runtime, SandboxApiFaults(self.options.sandbox_api_faults))
         self._spawn("api-server", self._api_server.serve_forever)
         self._serving = True
+        for spec in resources.functions.values():
+            for schedule in spec.schedules:
+                self._start_schedule(spec.logical_id, schedule_seconds(schedule))
 
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -260,6 +276,23 @@ class LocalStack:
             )
             self._spawn(name, lambda: self._poll_forever(name, poller.poll_once, QUEUE_POLL_SECONDS))
 
+    def _start_schedule(self, function: str, interval: float) -> None:
+        """A `Schedule` event: the function now, then at its rate (EventBridge Scheduler's part)."""
+        assert self._runtime is not None
+        runtime = self._runtime
+
+        def run_scheduled() -> None:
+            while True:
+                try:
+                    runtime.invoke(function, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+                except FunctionError as error:
+                    if not self._stopping.is_set():
+                        say(f"{function} (scheduled) failed: {error.error_type}: {error}")
+                if self._stopping.wait(interval):
+                    return
+
+        self._spawn(f"schedule-{function}", run_scheduled)
+
     def _send_to_queue(self, queue_arn: str) -> Callable[[dict[str, Any]], None]:
         assert self.resources is not None and self._session is not None
         url = self.resources.queue_url(queue_arn)
@@ -315,6 +348,7 @@ class LocalStack:
             + (f"; base URL {self.options.llm_base_url}" if self.options.llm_base_url else ""),
             f"  logs           {self.state_dir / 'logs'}, {self.state_dir / 'sandboxes'}/<task>/bootstrap.log",
             f"  sandboxes      {self._sandbox_mode()}",
+            f"  warm pool      {self.options.pool_target_idle} idle sandbox(es) kept booted (--pool N; 0 turns it off)",
         ]
 
     def _sandbox_mode(self) -> str:

@@ -34,6 +34,8 @@ class FunctionSpec:
     handler: str
     timeout: int
     environment: dict[str, str]
+    reserved_concurrency: int | None = None
+    schedules: list[str] = field(default_factory=list)  # `Schedule` events: "rate(1 minute)"
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,21 @@ def _resolve_function_environments(
             handler=f"{handler_module}.{handler_function}",
             timeout=int(properties.get("Timeout", globals_.get("Timeout", 3))),
             environment=environment,
+            reserved_concurrency=(
+                int(properties["ReservedConcurrentExecutions"])
+                if "ReservedConcurrentExecutions" in properties
+                else None
+            ),
+            schedules=[
+                str(event["Properties"]["Schedule"])
+                for event in (properties.get("Events") or {}).values()
+                if event.get("Type") == "Schedule"
+            ],
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _create_kms_key(

@@ -9,8 +9,9 @@ from conversation_service.config import require_environment
 from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.models.environment import SandboxWatchEnvironment
 from conversation_service.models.errors import InvalidConversationId
+from conversation_service.models.pool import POOL_SANDBOX_PREFIX
 from conversation_service.observability import logger, tracer
-from conversation_service.services import sandbox_watch
+from conversation_service.services import sandbox_watch, warm_pool
 
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
 ENVIRONMENT = require_environment(SandboxWatchEnvironment)
@@ -28,6 +29,15 @@ def _exit_code(detail: dict[str, Any]) -> int | None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     detail = event.get("detail") or {}
     conversation_id = str(detail.get("startedBy") or "")
+    if conversation_id.startswith(POOL_SANDBOX_PREFIX):
+        # A pool task: an unclaimed one is replaced; a claimed one is its conversation's sandbox.
+        logger.append_keys(pool_sandbox_id=conversation_id)
+        claimed_by = warm_pool().task_stopped(
+            conversation_id, str(detail.get("taskArn") or ""), str(detail.get("stoppedReason") or "")
+        )
+        if claimed_by is None:
+            return {"outcome": "pool-sandbox-ended"}
+        conversation_id = claimed_by
     try:
         validate_conversation_id(conversation_id)
     except InvalidConversationId:

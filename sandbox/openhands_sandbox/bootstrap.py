@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 from openhands_sandbox.agent_server import (
     AgentServer,
@@ -47,6 +49,7 @@ from openhands_sandbox.workspace import (
     SETUP_SCRIPT,
     Workspace,
     head_commit,
+    head_commit_from_files,
     install_pre_commit_hook,
     list_microagents,
     prepare_workspace,
@@ -78,6 +81,19 @@ class StartedRuntime:
     report: ReadyReport
 
 
+@dataclass(frozen=True)
+class WarmAgentServer:
+    """What a pool sandbox made before it had a conversation (openhands_sandbox.warm): its users
+    and private directories, the agent-server it booted as the agent user with a session key of
+    its own, and the event relay whose URL that agent-server's webhooks name (started on assignment)."""
+
+    users: SandboxUsers
+    tmux_dir: Path
+    agent_server: AgentServer
+    relay: EventRelay
+    session_api_key: str = field(repr=False)
+
+
 class Bootstrap:
     def __init__(
         self,
@@ -85,6 +101,7 @@ class Bootstrap:
         client: ControlPlaneClient,
         stop: StopController,
         redactor: Redactor,
+        warm: WarmAgentServer | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -96,6 +113,12 @@ class Bootstrap:
         self.inbox: InboxPoller | None = None
         self._users: SandboxUsers | None = None
         self._tmux_dir: Path | None = None
+        self.warm = warm
+        if warm is not None:
+            # Stopped and cleaned up with the rest on any ending.
+            self._users, self._tmux_dir, self.agent_server = warm.users, warm.tmux_dir, warm.agent_server
+            self.secrets.append(warm.session_api_key)
+            self.redactor.add([warm.session_api_key])
 
     @property
     def users(self) -> SandboxUsers:
@@ -172,9 +195,15 @@ class Bootstrap:
 
         self.enter(Phase.SETTING_UP_GIT_HOOKS)
         microagents = self.set_up_git_hooks(workspace)
-        commit = head_commit(self.git_as(users.agent), workspace.path)
-        # Whatever that git left running (a repository can name a `core.fsmonitor` command).
-        users.end_processes_of(users.agent)
+        if self.warm is not None:
+            # The agent-server already runs as the agent user: no repository code may run as that
+            # user before the conversation exists, so HEAD is read from the files, not with git.
+            with users.acting_as(users.agent):
+                commit = head_commit_from_files(workspace.path)
+        else:
+            commit = head_commit(self.git_as(users.agent), workspace.path)
+            # Whatever that git left running (a repository can name a `core.fsmonitor` command).
+            users.end_processes_of(users.agent)
 
         self.enter(Phase.STARTING_AGENT_SERVER)
         relay = self.start_relay(context)
@@ -193,19 +222,30 @@ class Bootstrap:
             workspace_dir=str(workspace.path),
             commit=commit,
             microagents=microagents,
+            session_api_key=self.warm.session_api_key if self.warm else None,
         )
         self.stop.raise_if_requested()
         self.client.send_ready(report)
-        self.start_inbox(agent_server, report.agent_conversation_id, context.session_api_key)
+        self.start_inbox(agent_server, report.agent_conversation_id, self.session_api_key(context))
         return StartedRuntime(agent_server, report)
 
+    def session_api_key(self, context: ConversationContext) -> str:
+        """The agent-server's key: the context's, or the one a warm sandbox booted it with."""
+        return self.warm.session_api_key if self.warm is not None else context.session_api_key
+
     def start_relay(self, context: ConversationContext) -> EventRelay:
-        """The webhook relay, before the agent-server: its URL is in the agent-server's config."""
-        self.relay = EventRelay(
-            self.client,
-            context.session_api_key,
-            on_rejected=lambda: self.stop.request(StopReason.REJECTED),
-        )
+        """The webhook relay, before the agent-server: its URL is in the agent-server's config.
+        A warm sandbox made its relay (unstarted) before booting; it forwards from now on."""
+        if self.warm is not None:
+            self.relay = self.warm.relay
+            self.relay.client = self.client
+            self.relay.on_rejected = lambda: self.stop.request(StopReason.REJECTED)
+        else:
+            self.relay = EventRelay(
+                self.client,
+                context.session_api_key,
+                on_rejected=lambda: self.stop.request(StopReason.REJECTED),
+            )
         self.relay.start()
         return self.relay
 
@@ -219,14 +259,15 @@ class Bootstrap:
         self.inbox.start()
 
     def make_users(self, context: ConversationContext) -> SandboxUsers:
-        """The sandbox's private directories and users; fails if a user cannot reach its paths."""
+        """The sandbox's private directories and users; fails if a user cannot reach its paths.
+        A warm sandbox made them before it booted its agent-server."""
+        if self.warm is not None:
+            return self.users
+        return self.make_users_named(f"openhands-sandbox-{context.conversation_id[:8]}-")
+
+    def make_users_named(self, prefix: str) -> SandboxUsers:
         settings = self.settings
-        users = SandboxUsers.create(
-            settings.runtime_dir,
-            f"openhands-sandbox-{context.conversation_id[:8]}-",
-            settings.setup_uid,
-            settings.agent_uid,
-        )
+        users = SandboxUsers.create(settings.runtime_dir, prefix, settings.setup_uid, settings.agent_uid)
         self._users = users
         if users.separated:
             python = Path(os.path.realpath(settings.agent_server_python))
@@ -338,6 +379,20 @@ class Bootstrap:
         return context
 
     def start_agent_server(self, context: ConversationContext, workspace_dir: Path) -> AgentServer:
+        if self.warm is not None:
+            # Booted before the assignment (with this relay's webhook); it still has to answer.
+            self.warm.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
+            return self.warm.agent_server
+        return self.launch_agent_server(
+            context.session_api_key,
+            workspace_dir,
+            (self.relay.webhook_spec(),) if self.relay is not None else (),
+        )
+
+    def launch_agent_server(
+        self, session_api_key: str, workspace_dir: Path, webhooks: tuple[dict[str, Any], ...]
+    ) -> AgentServer:
+        """The agent-server as the agent user, ready (a cold start, or a warm sandbox's boot)."""
         users = self.users
         self._tmux_dir = users.tmux_directory()
         self.agent_server = AgentServer.start(
@@ -345,7 +400,7 @@ class Bootstrap:
                 python=self.settings.agent_server_python,
                 host=self.settings.agent_server_host,
                 port=self.settings.agent_server_port,
-                session_api_key=context.session_api_key,
+                session_api_key=session_api_key,
                 working_dir=workspace_dir,
                 home_dir=users.agent.home,
                 state_dir=users.agent_state,
@@ -354,7 +409,7 @@ class Bootstrap:
                 tmux_dir=self._tmux_dir,
                 env=self.child_environment(users.agent),
                 run_as=users.agent.run_as,
-                webhooks=(self.relay.webhook_spec(),) if self.relay is not None else (),
+                webhooks=webhooks,
             )
         )
         self.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
@@ -421,17 +476,29 @@ class Bootstrap:
 
 
 def main() -> int:
+    if os.environ.get("SANDBOX_POOL_TOKEN"):
+        from openhands_sandbox.warm import run_pool_sandbox  # the pool's entry point (it imports this module)
+
+        return run_pool_sandbox(os.environ)
+    stop = StopController()
+    install_stop_signal_handlers(stop)
+    return run_conversation(os.environ, stop)
+
+
+def run_conversation(
+    environ: MutableMapping[str, str], stop: StopController, warm: WarmAgentServer | None = None
+) -> int:
+    """Serve the conversation ``environ`` names: a cold task's environment, or the one a warm
+    sandbox received as its assignment (with what it made before)."""
     try:
-        settings = SandboxSettings.from_environ(os.environ)
+        settings = SandboxSettings.from_environ(environ)
     except SettingsError as error:
         print(f"openhands-sandbox: {error}", file=sys.stderr)
         return ExitCode.FAILED
     redactor = Redactor([settings.token])
     configure_logging(settings.conversation_id, redactor)
-    stop = StopController()
-    install_stop_signal_handlers(stop)
     client = ControlPlaneClient(settings.api_url, settings.token, redactor)
-    return Bootstrap(settings, client, stop, redactor).run()
+    return Bootstrap(settings, client, stop, redactor, warm).run()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_SECONDS = 15.0
 DEFAULT_ATTEMPTS = 4
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-REJECTING_STATUSES = frozenset({401, 409})
+REJECTING_STATUSES = frozenset({401, 409, 410})
 
 
 class Phase(StrEnum):
@@ -35,7 +35,8 @@ class Phase(StrEnum):
 
 
 class ControlPlaneRejected(Exception):
-    """401 (token no longer valid) or 409 (conversation no longer starting): stop now."""
+    """401 (token no longer valid), 409 (conversation no longer starting) or 410 (pool sandbox
+    retired): stop now."""
 
     def __init__(self, status: int) -> None:
         super().__init__(f"control plane answered {status}")
@@ -61,6 +62,8 @@ class ReadyReport:
     workspace_dir: str
     commit: str | None
     microagents: list[str]
+    session_api_key: str | None = field(default=None, repr=False)
+    """Only from a warm sandbox: the key its agent-server booted with before any conversation."""
 
 
 class ControlPlaneClient:
@@ -100,6 +103,7 @@ class ControlPlaneClient:
                 "workspace_dir": report.workspace_dir,
                 "commit": report.commit,
                 "microagents": report.microagents,
+                **({"session_api_key": report.session_api_key} if report.session_api_key else {}),
             }
         )
 

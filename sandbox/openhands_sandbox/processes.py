@@ -21,6 +21,8 @@ SANDBOX_ONLY_VARIABLES = frozenset(
     {
         "SANDBOX_TOKEN",
         "SANDBOX_API_URL",
+        "SANDBOX_POOL_TOKEN",
+        "SANDBOX_POOL_ID",
         "SESSION_API_KEY",
         "OH_SESSION_API_KEYS_0",
         "GIT_ASKPASS",

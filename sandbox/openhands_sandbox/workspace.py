@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -266,6 +267,36 @@ def require_valid_branch_name(git: Git, branch: str, cwd: Path) -> None:
 def head_commit(git: Git, repo_dir: Path) -> str | None:
     """The commit checked out, or None in a repository without commits."""
     return git.output_of(["rev-parse", "--verify", "-q", "HEAD"], cwd=repo_dir) or None
+
+
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def head_commit_from_files(repo_dir: Path) -> str | None:
+    """The commit checked out, read from ``.git`` without running git (so without running any
+    command the repository's config names): HEAD, the ref it names, or packed-refs. None when it
+    cannot be read that way (no commit yet, an unusual layout)."""
+    git_dir = repo_dir / ".git"
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if COMMIT_PATTERN.match(head):
+            return head
+        if not head.startswith("ref: refs/"):
+            return None
+        ref = head.removeprefix("ref: ")
+        if ".." in ref.split("/"):
+            return None
+        loose = git_dir / ref
+        if loose.is_file():
+            value = loose.read_text().strip()
+            return value if COMMIT_PATTERN.match(value) else None
+        for line in (git_dir / "packed-refs").read_text().splitlines():
+            value, _, name = line.partition(" ")
+            if name == ref and COMMIT_PATTERN.match(value):
+                return value
+    except OSError:
+        return None
+    return None
 
 
 # --- setup script -------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _read_output(stack: LocalStack, ready: threading.Event) -> None:
 def local_stack(state_dir: Path) -> Iterator[LocalStack]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--port", str(port), "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "devstack", "--port", str(port), "--state-dir", str(state_dir), "--pool", "0"],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -143,14 +143,19 @@ class RunningStack:
         port: int,
         environment_extra: dict[str, str] | None = None,
         arguments: tuple[str, ...] = (),
+        pool: int = 0,
     ) -> RunningStack:
         """`python -m devstack` on `port`; `environment_extra` (e.g. the LLM_* settings) and `arguments`
-        (devstack flags) are added to what it gets."""
+        (devstack flags) are added to what it gets. `pool`: warm sandboxes to keep (0 unless the test
+        is about the pool: CPU is scarce)."""
         environment = {key: value for key, value in os.environ.items() if not _NOT_INHERITED.match(key)}
         environment["PYTHONUNBUFFERED"] = "1"
         environment.update(environment_extra or {})
         process = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "--port", str(port), "--state-dir", str(state_dir), *arguments],
+            [
+                *(sys.executable, "-m", "devstack", "--port", str(port), "--state-dir", str(state_dir)),
+                *("--pool", str(pool), *arguments),
+            ],
             cwd=REPO_ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,

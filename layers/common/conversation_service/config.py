@@ -73,6 +73,23 @@ class ServiceConfig(BaseModel):
     sandbox_security_group_ids: list[str] = Field(default_factory=list)
     sandbox_assign_public_ip: bool = False
     sandbox_api_url: str = ""
+
+    # The warm pool (docs/architecture.md "The warm pool"): sandboxes booted ahead of demand.
+    pool_table: str = ""
+    pool_target_idle: int = Field(default=0, ge=0, le=1000)
+    # An idle sandbox older than this is retired (its image and memory grow stale).
+    pool_max_idle_seconds: int = Field(default=3600, ge=60)
+    # An idle sandbox polls for its assignment at least this often; silent longer: replaced.
+    pool_heartbeat_stale_seconds: int = Field(default=60, ge=5)
+    # A pool sandbox that has not reported idle this long after RunTask is retired.
+    pool_boot_timeout_seconds: int = Field(default=600, ge=30)
+    # RunTask calls one reconcile may make (the rest waits for the next run or nudge).
+    pool_launches_per_reconcile: int = Field(default=10, ge=1, le=100)
+    # The longest `wait` of an idle sandbox's long poll, and how often it re-reads its item.
+    pool_assignment_wait_seconds: float = Field(default=20.0, gt=0, le=25)
+    pool_assignment_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    # The reconciler, invoked asynchronously after each claim (empty: no nudge).
+    pool_reconciler_function: str = ""
     # The local stack runs as one user without keys, as OpenHands does on a laptop.
     local_user_id: str | None = None
 

@@ -44,3 +44,18 @@ def record_conversation_error(error_code: str) -> None:
 
 def record_rejection(msg_id: str) -> None:
     _emit("CreateRejections", MetricUnit.Count, 1, {"reason": msg_id})
+
+
+def record_pool_claim(start: str, latency_ms: float, idle_age_seconds: float | None) -> None:
+    """One per LaunchSandbox: warm (an idle sandbox claimed) or cold (RunTask)."""
+    _emit("PoolClaims", MetricUnit.Count, 1, {"start": start})
+    _emit("PoolClaimLatency", MetricUnit.Milliseconds, latency_ms, {})
+    if idle_age_seconds is not None:
+        _emit("PoolClaimedIdleAge", MetricUnit.Seconds, idle_age_seconds, {})
+
+
+def record_pool_size(*, idle: int, launching: int, oldest_idle_seconds: float) -> None:
+    """After each reconcile: what the pool holds."""
+    _emit("PoolIdleSandboxes", MetricUnit.Count, idle, {})
+    _emit("PoolLaunchingSandboxes", MetricUnit.Count, launching, {})
+    _emit("PoolOldestIdleAge", MetricUnit.Seconds, oldest_idle_seconds, {})

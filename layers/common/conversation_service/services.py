@@ -11,6 +11,7 @@ from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.events import EventPublisher
 from conversation_service.dal.idempotency import idempotency_store
 from conversation_service.dal.page_tokens import PageTokenSealer
+from conversation_service.dal.pool import PoolStore, ReconcilerNudge
 from conversation_service.dal.queues import DeadLetterQueue
 from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.secrets import SecretBox
@@ -20,6 +21,7 @@ from conversation_service.logic.agent_channel import AgentChannel
 from conversation_service.logic.conversations import ConversationService
 from conversation_service.logic.event_intake import EventIntake
 from conversation_service.logic.lifecycle import LifecycleService
+from conversation_service.logic.pool import PoolChannel, WarmPool
 from conversation_service.logic.sandbox_channel import SandboxChannel
 from conversation_service.logic.sandbox_watch import SandboxWatch
 from conversation_service.logic.settings import SettingsService
@@ -67,7 +69,22 @@ def creation_workflow() -> CreationWorkflow:
         ContextStore(config.context_bucket),
         SandboxFleet(config),
         WorkflowEngine(config.state_machine_arn),
+        warm_pool(),
     )
+
+
+@lru_cache(maxsize=1)
+def warm_pool() -> WarmPool:
+    config = get_config()
+    return WarmPool(
+        config, PoolStore(config.pool_table), SandboxFleet(config), ReconcilerNudge(config.pool_reconciler_function)
+    )
+
+
+@lru_cache(maxsize=1)
+def pool_channel() -> PoolChannel:
+    config = get_config()
+    return PoolChannel(config, PoolStore(config.pool_table))
 
 
 @lru_cache(maxsize=1)
@@ -147,6 +164,8 @@ def reset() -> None:
         conversation_service,
         settings_service,
         creation_workflow,
+        warm_pool,
+        pool_channel,
         sandbox_channel,
         channel_store,
         agent_channel,

@@ -47,6 +47,8 @@ _PAGE_KEY = ("conversation_id", "user_id", "created_at")
 # What belongs to one run of the workflow, forgotten when the conversation starts again.
 _PER_RUN_FIELDS = (
     "task_arn",
+    "start",
+    "pool_sandbox_id",
     "task_token",
     "sandbox_token_hash",
     "context_delivered",

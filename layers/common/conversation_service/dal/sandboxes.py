@@ -1,15 +1,31 @@
-"""ECS Fargate: one task per conversation, started by its id and tagged with it."""
+"""ECS Fargate: one task per conversation, started by its id and tagged with it (or, for the
+warm pool, started by its pool sandbox id)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.aws import client, error_code
+from conversation_service.dal.aws import THROTTLING_CODES, client, error_code
 
 
 class SandboxLaunchFailed(Exception):
-    """ECS would not start the task (capacity, configuration, limits)."""
+    """ECS would not start the task (configuration, permissions, a bad request)."""
+
+
+class SandboxLaunchThrottled(SandboxLaunchFailed):
+    """ECS throttled RunTask or had no Fargate capacity: worth trying again after a backoff
+    (the state machine's Retry names this class)."""
+
+
+# RunTask `failures[].reason` values that pass with time (Fargate capacity, the account's
+# concurrent-task quota), unlike a missing task definition or a bad network configuration.
+_TRANSIENT_FAILURE_MARKERS = ("capacity is unavailable", "limit", "throttl", "try again")
+
+TASK_PHASE_TIMESTAMPS = ("createdAt", "pullStartedAt", "pullStoppedAt", "startedAt")
+"""DescribeTasks' own phase timestamps: where a cold task's minute went."""
 
 
 class SandboxFleet:
@@ -17,6 +33,16 @@ class SandboxFleet:
         self._config = config
 
     def launch(self, conversation_id: str, user_id: str, environment: dict[str, str]) -> str:
+        return self.run_task(
+            conversation_id,
+            environment,
+            [{"key": "conversation_id", "value": conversation_id}, {"key": "user_id", "value": user_id}],
+        )
+
+    def launch_pool_sandbox(self, sandbox_id: str, environment: dict[str, str]) -> str:
+        return self.run_task(sandbox_id, environment, [{"key": "pool_sandbox_id", "value": sandbox_id}])
+
+    def run_task(self, started_by: str, environment: dict[str, str], tags: list[dict[str, str]]) -> str:
         network = {
             "subnets": self._config.sandbox_subnet_ids,
             "securityGroups": self._config.sandbox_security_group_ids,
@@ -28,7 +54,7 @@ class SandboxFleet:
                 taskDefinition=self._config.sandbox_task_definition_arn,
                 launchType="FARGATE",
                 count=1,
-                startedBy=conversation_id,
+                startedBy=started_by,
                 networkConfiguration={"awsvpcConfiguration": network},
                 overrides={
                     "containerOverrides": [
@@ -38,20 +64,28 @@ class SandboxFleet:
                         }
                     ]
                 },
-                tags=[
-                    {"key": "conversation_id", "value": conversation_id},
-                    {"key": "user_id", "value": user_id},
-                ],
+                tags=tags,
                 propagateTags="TASK_DEFINITION",
             )
         except ClientError as error:
-            raise SandboxLaunchFailed(f"ECS refused the task: {error_code(error)}") from error
+            code = error_code(error)
+            if code in THROTTLING_CODES or code in {"ThrottlingException", "ServerException"}:
+                raise SandboxLaunchThrottled(f"ECS throttled RunTask: {code}") from error
+            raise SandboxLaunchFailed(f"ECS refused the task: {code}") from error
         failures = response.get("failures") or []
         tasks = response.get("tasks") or []
         if failures or not tasks:
             reasons = ", ".join(sorted({str(failure.get("reason", "unknown")) for failure in failures})) or "no task"
+            if any(marker in reasons.lower() for marker in _TRANSIENT_FAILURE_MARKERS):
+                raise SandboxLaunchThrottled(f"ECS has no capacity for the sandbox task now: {reasons}")
             raise SandboxLaunchFailed(f"ECS could not place the sandbox task: {reasons}")
         return str(tasks[0]["taskArn"])
+
+    def phase_timestamps(self, task_arn: str) -> dict[str, Any]:
+        """The task's createdAt / pullStartedAt / pullStoppedAt / startedAt (those it has yet)."""
+        tasks = client("ecs").describe_tasks(cluster=self._config.sandbox_cluster_arn, tasks=[task_arn]).get("tasks")
+        task = (tasks or [{}])[0]
+        return {name: task[name] for name in TASK_PHASE_TIMESTAMPS if task.get(name) is not None}
 
     def running_tasks(self, conversation_id: str) -> list[str]:
         """Tasks of this conversation ECS still wants running (RunTask's `startedBy` is its id)."""

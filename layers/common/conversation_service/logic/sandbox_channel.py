@@ -141,6 +141,10 @@ class SandboxChannel:
             self._engine.heartbeat(task_token)
         elif event.type == "ready":
             ready = SandboxReady.model_validate(event.model_dump(include=set(SandboxReady.model_fields)))
+            if event.session_api_key:  # a warm sandbox's own key replaces the one the context carried
+                sealed = self._secret_box.seal({"session_api_key": event.session_api_key}, owner=conversation.user_id)
+                if not self._conversations.update_starting(conversation_id, sealed_session_api_key=sealed):
+                    raise SandboxNoLongerWanted()
             self._engine.succeed(task_token, ready.model_dump())
         else:
             code = event.error_code if event.error_code in SANDBOX_ERROR_CODES else "INTERNAL"

@@ -15,13 +15,14 @@ from typing import Any
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
-from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed
+from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed, SandboxLaunchThrottled
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
 from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.first_message import first_message
 from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
+from conversation_service.logic.pool import WarmPool
 from conversation_service.logic.runs import execution_name
 from conversation_service.models.context import (
     SANDBOX_ERROR_CODES,
@@ -57,6 +58,7 @@ class CreationWorkflow:
         context: ContextStore,
         fleet: SandboxFleet,
         engine: WorkflowEngine,
+        pool: WarmPool | None = None,
     ) -> None:
         self._config = config
         self._conversations = conversations
@@ -64,6 +66,7 @@ class CreationWorkflow:
         self._context = context
         self._fleet = fleet
         self._engine = engine
+        self._pool = pool
 
     # -- the outbox: a new conversation item starts its workflow --------------------------
     def start_for(self, conversation_id: str, user_id: str, run: int = 1) -> None:
@@ -186,11 +189,23 @@ class CreationWorkflow:
             "SANDBOX_API_URL": self._config.sandbox_api_url,
             "SANDBOX_TOKEN": token,
         }
-        task_arn = self._fleet.launch(conversation_id, conversation.user_id, environment)
-        if not self._conversations.update_starting(conversation_id, run=run, task_arn=task_arn):
+        # Warm: an idle pool sandbox takes exactly this environment from its assignment, so
+        # from here on it is the same sandbox a cold RunTask would have started.
+        claimed = self._pool.claim(conversation_id, environment) if self._pool is not None else None
+        if claimed is not None and claimed.task_arn:  # a claim requires the item's task_arn
+            task_arn, start = claimed.task_arn, "warm"
+        else:
+            task_arn, start = self._fleet.launch(conversation_id, conversation.user_id, environment), "cold"
+        if not self._conversations.update_starting(
+            conversation_id,
+            run=run,
+            task_arn=task_arn,
+            start=start,
+            pool_sandbox_id=claimed.sandbox_id if claimed else None,
+        ):
             self._fleet.stop(task_arn, "conversation closed while its sandbox was launching")
             raise ConversationNotStarting(conversation_id)
-        return {"task_arn": task_arn}
+        return {"task_arn": task_arn, "start": start}
 
     # -- step 3 ---------------------------------------------------------------------------
     def mark_running(self, conversation_id: str, sandbox: dict[str, Any], run: int | None = None) -> dict[str, str]:
@@ -271,7 +286,7 @@ class CreationWorkflow:
                 f"The sandbox stopped reporting during {phase}; it probably crashed or lost its network.",
                 {"phase": phase},
             )
-        if name == "SandboxLaunchFailed":
+        if name in ("SandboxLaunchFailed", SandboxLaunchThrottled.__name__):
             return (
                 "SANDBOX_LAUNCH_FAILED",
                 "The sandbox could not be launched "

@@ -159,6 +159,9 @@ class ConversationView(BaseModel):
     created_at: str
     updated_at: str
     timeline: list[TimelineEntry]
+    start: Literal["warm", "cold"] | None = Field(
+        default=None, description="warm: an idle pool sandbox was claimed; cold: a new task was started"
+    )
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)

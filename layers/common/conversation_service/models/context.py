@@ -124,6 +124,9 @@ class SandboxEvent(BaseModel):
     error_code: str | None = Field(default=None, max_length=100)
     message: str | None = Field(default=None, max_length=4000)
     details: dict[str, Any] | None = None
+    # `ready` from a warm sandbox: the session key its agent-server booted with (it made the key
+    # itself before it had a conversation). Sealed onto the conversation; never in task output.
+    session_api_key: str | None = Field(default=None, min_length=16, max_length=200, repr=False)
 
 
 class SandboxReady(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -137,6 +137,8 @@ class Conversation(BaseModel):
     request_s3_key: str | None = None  # set when the request was too large to keep on the item
     execution_arn: str | None = None
     task_arn: str | None = None
+    start: Literal["warm", "cold"] | None = None  # this run's sandbox: claimed from the pool, or RunTask
+    pool_sandbox_id: str | None = None
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)

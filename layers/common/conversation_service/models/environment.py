@@ -73,6 +73,20 @@ class LaunchSandboxEnvironment(StoreEnvironment):
     SANDBOX_SUBNET_IDS: CommaList
     SANDBOX_SECURITY_GROUP_IDS: CommaList
     SANDBOX_API_URL: Url
+    POOL_TABLE: Name  # claims an idle pool sandbox first
+
+
+class SandboxPoolEnvironment(FunctionEnvironment):
+    POOL_TABLE: Name
+
+
+class PoolReconcilerEnvironment(FunctionEnvironment):
+    POOL_TABLE: Name
+    SANDBOX_CLUSTER_ARN: Arn
+    SANDBOX_TASK_DEFINITION_ARN: Arn
+    SANDBOX_SUBNET_IDS: CommaList
+    SANDBOX_SECURITY_GROUP_IDS: CommaList
+    SANDBOX_API_URL: Url
 
 
 class StopsSandboxEnvironment(StoreEnvironment):
@@ -91,7 +105,7 @@ class EventIntakeEnvironment(CreationEnvironment):
 
 
 class SandboxWatchEnvironment(StoreEnvironment):
-    pass
+    POOL_TABLE: Name  # a pool task's death: the pool's item says whose sandbox it was
 
 
 class StaleStartSweeperEnvironment(StoreEnvironment):

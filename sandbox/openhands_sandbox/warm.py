@@ -1,0 +1,195 @@
+"""A warm pool sandbox: boot the agent-server before any conversation exists, then wait for one.
+
+The task starts with a pool credential (`SANDBOX_POOL_ID`, `SANDBOX_POOL_TOKEN`) instead of a
+conversation's token. Holding nothing of any conversation, it:
+
+1. makes a session key of its own and boots the agent-server with it (the 13 s a cold start
+   spends importing the SDK and litellm), in a working directory outside any workspace;
+2. reports `idle` (`POST /v1/pool/idle`), then long-polls `GET /v1/pool/assignment`, which is
+   all its credential opens, while checking that the agent-server is still alive;
+3. on an assignment (the environment a cold task would have had: `CONVERSATION_ID`,
+   `SANDBOX_API_URL`, its token), forgets the pool credential and runs exactly as a cold sandbox
+   (`bootstrap.run_conversation`): context, clone, setup, hooks, conversation, `ready`, except
+   that the agent-server is already up. `ready` carries the session key so the service can
+   record it. It never returns to the pool.
+
+A 410 (retired) or 401 ends it; so does the agent-server dying (its task stops, the service marks
+it dead and starts another).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from openhands_sandbox.agent_server import AgentServer
+from openhands_sandbox.bootstrap import Bootstrap, ExitCode, WarmAgentServer, run_conversation
+from openhands_sandbox.control_plane import ControlPlaneClient, ControlPlaneRejected, ControlPlaneUnavailable
+from openhands_sandbox.errors import ErrorCode, SandboxFailure, StopRequested
+from openhands_sandbox.http_client import is_http_url
+from openhands_sandbox.lifecycle import StopController, install_stop_signal_handlers
+from openhands_sandbox.logs import Redactor, configure_logging, fields
+from openhands_sandbox.relay import EventRelay
+from openhands_sandbox.settings import SandboxSettings, SettingsError
+
+log = logging.getLogger("openhands_sandbox.warm")
+
+ASSIGNMENT_WAIT_SECONDS = 20.0
+"""The long poll's `wait` (the service caps it at 20 s)."""
+IDLE_CHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class PoolCredential:
+    sandbox_id: str
+    api_url: str
+    credential: str = field(repr=False)
+
+    @classmethod
+    def from_environ(cls, environ: MutableMapping[str, str]) -> PoolCredential:
+        """Take the pool credential out of ``environ`` (no child inherits it)."""
+        credential = environ.pop("SANDBOX_POOL_TOKEN", "")
+        sandbox_id = environ.pop("SANDBOX_POOL_ID", "")
+        if not credential or not sandbox_id or not credential.startswith(f"{sandbox_id}."):
+            raise SettingsError("SANDBOX_POOL_ID and SANDBOX_POOL_TOKEN must be set and belong together")
+        api_url = environ.get("SANDBOX_API_URL", "").rstrip("/")
+        if not is_http_url(api_url):
+            raise SettingsError("SANDBOX_API_URL must be an http(s) URL")
+        return cls(sandbox_id, api_url, credential)
+
+
+def idle_settings(environ: MutableMapping[str, str]) -> SandboxSettings:
+    """The task's settings read as a cold sandbox reads them (agent-server placement, uids,
+    directories), before there is a conversation: placeholders stand for its id and token."""
+    placeholders = {"CONVERSATION_ID": "0" * 32, "SANDBOX_TOKEN": f"no-conversation-yet-{secrets.token_hex(16)}"}
+    return SandboxSettings.from_environ({**environ, **placeholders})
+
+
+class PoolClient(ControlPlaneClient):
+    """The pool endpoints of the sandbox API, with the pool credential."""
+
+    def report_idle(self, boot_seconds: float) -> None:
+        self._call("POST", "/v1/pool/idle", {"type": "idle", "boot_seconds": round(boot_seconds, 3)}, 4)
+
+    def wait_for_assignment(self, wait_seconds: float) -> dict[str, str] | None:
+        answer = self._call("GET", f"/v1/pool/assignment?wait={wait_seconds:g}", None, 2, timeout=wait_seconds + 15)
+        assignment = answer.get("assignment") if isinstance(answer, dict) else None
+        if assignment is None:
+            return None
+        if not isinstance(assignment, dict) or not all(isinstance(v, str) for v in assignment.values()):
+            raise ControlPlaneUnavailable("the pool assignment is not a map of strings")
+        return {str(key): value for key, value in assignment.items()}
+
+
+def assignment_environment(assignment: dict[str, str]) -> dict[str, str]:
+    """What of an assignment becomes the environment: the conversation's id and the sandbox
+    variables a cold task gets from RunTask (never the pool's own, nothing else)."""
+    return {
+        name: value
+        for name, value in assignment.items()
+        if name == "CONVERSATION_ID" or (name.startswith("SANDBOX_") and not name.startswith("SANDBOX_POOL_"))
+    }
+
+
+def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
+    try:
+        pool = PoolCredential.from_environ(environ)
+        settings = idle_settings(environ)
+    except SettingsError as error:
+        print(f"openhands-sandbox: {error}", file=sys.stderr)
+        return ExitCode.FAILED
+    redactor = Redactor([pool.credential])
+    configure_logging(pool.sandbox_id, redactor)
+    stop = StopController()
+    install_stop_signal_handlers(stop)
+    client = PoolClient(pool.api_url, pool.credential, redactor)
+    session_api_key = secrets.token_urlsafe(32)
+    redactor.add([session_api_key])
+    # The relay's URL goes into the agent-server's webhooks at boot; it forwards nothing until the
+    # assignment gives it the conversation's client (Bootstrap.start_relay).
+    relay = EventRelay(client, session_api_key)
+    # The same Bootstrap code makes the users and boots the agent-server as a cold start does.
+    idle = Bootstrap(settings, client, stop, redactor)
+    idle.secrets += [pool.credential, session_api_key]
+    started = time.monotonic()
+    try:
+        users = idle.make_users_named(f"openhands-pool-{pool.sandbox_id[-8:]}-")
+        agent_server = idle.launch_agent_server(session_api_key, settings.workspace_root, (relay.webhook_spec(),))
+        boot_seconds = time.monotonic() - started
+        log.info("agent-server booted; idle", extra=fields(boot_seconds=round(boot_seconds, 3)))
+        client.report_idle(boot_seconds)
+        assignment = wait_for_assignment(client, agent_server, stop)
+    except BaseException as error:
+        idle.stop_children()
+        idle.clean_up()
+        return _idle_exit_code(error)
+    environment = assignment_environment(assignment)
+    log.info("assigned", extra=fields(conversation_id=environment.get("CONVERSATION_ID")))
+    environ.update(environment)
+    assert idle._tmux_dir is not None
+    return run_conversation(environ, stop, WarmAgentServer(users, idle._tmux_dir, agent_server, relay, session_api_key))
+
+
+def _idle_exit_code(error: BaseException) -> int:
+    match error:
+        case StopRequested():
+            return ExitCode.STOPPED
+        case ControlPlaneRejected():
+            log.info("retired by the pool", extra=fields(status=error.status))
+            return ExitCode.CONTROL_PLANE_GONE
+        case ControlPlaneUnavailable():
+            log.error("the control plane is unreachable", extra=fields(problem=str(error)))
+            return ExitCode.CONTROL_PLANE_GONE
+        case SandboxFailure():
+            log.error(error.message, extra=fields(error_code=error.code.value, details=error.details))
+            return ExitCode.AGENT_SERVER_EXITED
+        case Exception():
+            log.error("unexpected error while idle", exc_info=error)
+            return ExitCode.FAILED
+    raise error
+
+
+def wait_for_assignment(client: PoolClient, agent_server: AgentServer, stop: StopController) -> dict[str, str]:
+    """Long-poll until assigned; a stop request or the agent-server's death ends the wait at once."""
+    while True:
+        assignment = _while_alive(lambda: client.wait_for_assignment(ASSIGNMENT_WAIT_SECONDS), agent_server, stop)
+        if assignment is not None:
+            return assignment
+
+
+def _while_alive[T](call: Callable[[], T], agent_server: AgentServer, stop: StopController) -> T:
+    """Run ``call`` in a thread; give up as soon as a stop is requested or the agent-server dies."""
+    results: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            results.put((True, call()))
+        except BaseException as error:  # handed to the waiting thread
+            results.put((False, error))
+
+    threading.Thread(target=run, name="pool-poll", daemon=True).start()
+    while True:
+        try:
+            succeeded, value = results.get(timeout=IDLE_CHECK_SECONDS)
+        except queue.Empty:
+            stop.raise_if_requested()
+            if not agent_server.is_running():
+                raise SandboxFailure(
+                    ErrorCode.RUNTIME_UNHEALTHY,
+                    f"The idle agent-server exited with status {agent_server.process.returncode}.",
+                    {"log_tail": agent_server.log_tail()},
+                ) from None
+            continue
+        if succeeded:
+            return value
+        raise value
+
+
+__all__ = ["PoolClient", "PoolCredential", "run_pool_sandbox"]
