@@ -33,8 +33,10 @@ def record_phase_duration(phase: str, seconds: float) -> None:
     _emit("PhaseDuration", MetricUnit.Seconds, seconds, {"phase": phase})
 
 
-def record_time_to_running(seconds: float) -> None:
+def record_time_to_running(seconds: float, start: str | None = None) -> None:
     _emit("TimeToRunning", MetricUnit.Seconds, seconds, {})
+    if start:  # warm and cold starts apart: the pool's effect
+        _emit("TimeToRunningByStart", MetricUnit.Seconds, seconds, {"start": start})
 
 
 def record_conversation_error(error_code: str) -> None:
@@ -46,9 +48,13 @@ def record_rejection(msg_id: str) -> None:
     _emit("CreateRejections", MetricUnit.Count, 1, {"reason": msg_id})
 
 
-def record_pool_claim(start: str, latency_ms: float, idle_age_seconds: float | None) -> None:
-    """One per LaunchSandbox: warm (an idle sandbox claimed) or cold (RunTask)."""
-    _emit("PoolClaims", MetricUnit.Count, 1, {"start": start})
+def record_sandbox_start(start: str) -> None:
+    """One per launched sandbox: warm (an idle pool sandbox claimed) or cold (RunTask)."""
+    _emit("SandboxStarts", MetricUnit.Count, 1, {"start": start})
+
+
+def record_pool_claim_latency(latency_ms: float, idle_age_seconds: float | None) -> None:
+    """One per claim attempt; the claimed sandbox's time idle when it won one."""
     _emit("PoolClaimLatency", MetricUnit.Milliseconds, latency_ms, {})
     if idle_age_seconds is not None:
         _emit("PoolClaimedIdleAge", MetricUnit.Seconds, idle_age_seconds, {})

@@ -31,11 +31,7 @@ from conversation_service.models.pool import (
     PoolState,
     ReconcileReport,
 )
-from conversation_service.observability import (
-    logger,
-    record_pool_claim,
-    record_pool_size,
-)
+from conversation_service.observability import logger, record_pool_claim_latency, record_pool_size
 
 CLAIM_CANDIDATES = 10
 """Idle sandboxes one claim tries (shuffled, so racing claims spread instead of all trying the
@@ -93,8 +89,7 @@ class WarmPool:
             if claimed is not None:
                 break
         latency_ms = (time.monotonic() - started) * 1000
-        idle_age = (now - (claimed.idle_since or claimed.launched_at)) / 1000 if claimed else None
-        record_pool_claim("warm" if claimed else "cold", latency_ms, idle_age)
+        record_pool_claim_latency(latency_ms, (now - (claimed.idle_since or now)) / 1000 if claimed else None)
         logger.info(
             "pool claim",
             extra={

@@ -34,7 +34,12 @@ from conversation_service.models.context import (
     SandboxReady,
 )
 from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus, UserSettings
-from conversation_service.observability import logger, record_conversation_error, record_time_to_running
+from conversation_service.observability import (
+    logger,
+    record_conversation_error,
+    record_sandbox_start,
+    record_time_to_running,
+)
 
 
 class ConversationNotStarting(Exception):
@@ -205,6 +210,7 @@ class CreationWorkflow:
         ):
             self._fleet.stop(task_arn, "conversation closed while its sandbox was launching")
             raise ConversationNotStarting(conversation_id)
+        record_sandbox_start(start)
         return {"task_arn": task_arn, "start": start}
 
     # -- step 3 ---------------------------------------------------------------------------
@@ -230,7 +236,8 @@ class CreationWorkflow:
             return {"conversation_status": current.conversation_status.value if current else "DELETED"}
         # From this run's QUEUED (a later run's timeline starts again), else from creation.
         record_time_to_running(
-            seconds_since(conversation.timeline[0].at if conversation.timeline else conversation.created_at)
+            seconds_since(conversation.timeline[0].at if conversation.timeline else conversation.created_at),
+            conversation.start,
         )
         return {"conversation_status": ConversationStatus.RUNNING.value}
 

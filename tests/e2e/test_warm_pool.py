@@ -1,0 +1,122 @@
+"""A warm start end to end: `python -m devstack --pool 1` boots one pool sandbox (the real
+bootstrap and agent-server) that waits holding nothing of any conversation; a create claims it
+and reaches RUNNING on that same agent-server, with the workspace, setup script and hook of a cold
+start; the pool then refills. One agent-server boot for the module (plus the refill it starts)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from tests.e2e.local_stack import (
+    AGENT_PYTHON,
+    RunningStack,
+    agent_server_pid,
+    environment_variable,
+    free_port,
+)
+from tests.e2e.test_local_stack import git, sandbox_of
+
+pytestmark = pytest.mark.e2e
+BOOT_TIMEOUT = 90.0
+IDLE_TIMEOUT = 240.0  # an agent-server boot: 13 s idle, 40 s on a busy machine
+RUNNING_TIMEOUT = 60.0
+
+
+def pool_items(stack: RunningStack, endpoint: str) -> list[dict[str, Any]]:
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    from conversation_service.dal.aws import from_item
+
+    items = session.client("dynamodb", endpoint_url=endpoint).scan(TableName="local-SandboxPoolTable")["Items"]
+    return [from_item(item) for item in items]
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_server(tmp_path: Path) -> None:
+    if not AGENT_PYTHON.exists():
+        pytest.skip(f"{AGENT_PYTHON} is missing: the sandboxes need openhands-agent-server")
+    stack = RunningStack.start(tmp_path / "state", free_port(), pool=1)
+    try:
+        base_url = stack.wait_for_line(r"devstack ready: (http://127\.0\.0\.1:\d+)/api", BOOT_TIMEOUT).group(1)
+        endpoint = stack.wait_for_line(r"AWS \(moto\)\s+(http://127\.0\.0\.1:\d+)", 1).group(1)
+        (idle,) = wait_until(
+            lambda: [i for i in pool_items(stack, endpoint) if i["pool_status"] == "IDLE"] or None,
+            IDLE_TIMEOUT,
+            "the pool sandbox to boot and report idle",
+        )
+        sandbox = sandbox_of(stack.state_dir, idle["sandbox_id"])
+        idle_pid = agent_server_pid(int(sandbox["agent_server_port"]))
+        assert idle_pid is not None, "the idle sandbox has no agent-server"
+        # Idle, it holds nothing of a conversation, and its agent-server not even the pool credential.
+        assert environment_variable(idle_pid, "SANDBOX_POOL_TOKEN") is None
+        assert environment_variable(idle_pid, "SANDBOX_TOKEN") is None
+        assert not (Path(sandbox["workspace_root"]) / "repo").exists()
+
+        started = time.monotonic()
+        created = requests.post(
+            f"{base_url}/api/conversations",
+            json={
+                "repository": "https://github.com/user/repo.git",
+                "selected_branch": "develop",
+                "initial_user_msg": "hi",
+            },
+            timeout=30,
+        ).json()
+        conversation_id = created["conversation_id"]
+        view = wait_until(
+            lambda: (
+                (v := requests.get(f"{base_url}/api/conversations/{conversation_id}", timeout=10).json())[
+                    "conversation_status"
+                ]
+                in ("RUNNING", "ERROR")
+                and v
+            ),
+            RUNNING_TIMEOUT,
+            "RUNNING",
+        )
+        seconds = time.monotonic() - started
+        assert view["conversation_status"] == "RUNNING" and view["start"] == "warm", view
+        print(f"warm start: POST -> RUNNING in {seconds:.1f} s")
+
+        # The same agent-server, booted while idle, serves the conversation in the claimed sandbox.
+        assert int(view["agent_server_url"].rsplit(":", 1)[1]) == int(sandbox["agent_server_port"])
+        assert agent_server_pid(int(sandbox["agent_server_port"])) == idle_pid
+        workspace = Path(sandbox["workspace_root"]) / "repo"
+        assert git(workspace, "rev-parse", "HEAD") == view["commit"]
+        assert (workspace / ".openhands_setup_done").exists(), "the setup script did not run"
+        assert (workspace / ".git" / "hooks" / "pre-commit").exists()
+        session_key = environment_variable(idle_pid, "SESSION_API_KEY")
+        assert session_key
+        answer = requests.get(
+            f"{view['agent_server_url']}/api/conversations/{view['agent_conversation_id']}",
+            headers={"X-Session-API-Key": session_key},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        assert Path(answer.json()["workspace"]["working_dir"]).resolve() == workspace.resolve()
+
+        # Claimed once, never idle again, and the pool refills.
+        items = {i["sandbox_id"]: i for i in pool_items(stack, endpoint)}
+        assert items[idle["sandbox_id"]]["pool_status"] == "CLAIMED"
+        assert items[idle["sandbox_id"]]["conversation_id"] == conversation_id
+        wait_until(
+            lambda: any(i["sandbox_id"] != idle["sandbox_id"] for i in pool_items(stack, endpoint)),
+            30,
+            "a replacement pool sandbox",
+        )
+        assert stack.interrupt(timeout=60) == 0
+    finally:
+        stack.kill_everything()

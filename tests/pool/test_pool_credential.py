@@ -1,0 +1,58 @@
+"""An idle sandbox's pool credential opens its own assignment and idle report, nothing else; the
+conversation endpoints do not know it, and a conversation's token does not open the pool's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.pool.support import fill, pool_call, pool_harness, pool_items, reconcile
+from tests.reliability.workflow_support import start
+
+pytestmark = pytest.mark.usefixtures("moto")
+
+
+def test_a_pool_credential_opens_only_its_own_assignment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    harness = pool_harness(monkeypatch, target=2)
+    credentials = fill(harness)
+    (first, first_credential), (second, second_credential) = sorted(credentials.items())
+
+    # Nothing of any conversation: the sandbox API's conversation endpoints answer 401.
+    for method, path in (("GET", "/sandbox/v1/context"), ("POST", "/sandbox/v1/events")):
+        body = {"type": "heartbeat"} if method == "POST" else None
+        assert harness.sandbox(method, path, first_credential, body)[0] == 401
+    # Its id with another secret, another sandbox's secret, no credential, a made-up one: 401.
+    secret_of_second = second_credential.split(".", 1)[1]
+    for credential in (f"{first}.{secret_of_second}", f"{first}.x", None, "pool-0000.secret", "Basic abc"):
+        assert pool_call(harness, "GET", "/sandbox/v1/pool/assignment", credential)[0] == 401
+        assert pool_call(harness, "POST", "/sandbox/v1/pool/idle", credential, {"type": "idle"})[0] == 401
+
+    conversation_id = start(harness, tmp_path)
+    claimed = harness.wait_for(
+        lambda: next((i["sandbox_id"] for i in pool_items(harness) if i.get("conversation_id")), None),
+        what="a claim",
+    )
+    other, other_credential = (second, second_credential) if claimed == first else (first, first_credential)
+    claimed_credential = credentials[claimed]
+    # The other idle sandbox waits and gets nothing: it cannot see the claimed one's assignment.
+    status, body = pool_call(harness, "GET", "/sandbox/v1/pool/assignment", other_credential, query={"wait": "0.3"})
+    assert (status, body) == (200, {"assignment": None})
+    # A conversation's token does not open the pool's endpoints.
+    token = pool_call(harness, "GET", "/sandbox/v1/pool/assignment", claimed_credential, query={"wait": "1"})[1][
+        "assignment"
+    ]["SANDBOX_TOKEN"]
+    assert token.startswith(f"{conversation_id}.")
+    assert pool_call(harness, "GET", "/sandbox/v1/pool/assignment", token)[0] == 401
+    # Once delivered, the claimed sandbox's credential opens nothing more.
+    assert pool_call(harness, "GET", "/sandbox/v1/pool/assignment", claimed_credential)[0] == 410
+    assert pool_call(harness, "POST", "/sandbox/v1/pool/idle", claimed_credential, {"type": "idle"})[0] == 410
+    assert harness.sandbox("GET", "/sandbox/v1/context", claimed_credential)[0] == 401
+
+    # A retired sandbox is told to stop.
+    monkeypatch.setenv("POOL_TARGET_IDLE", "0")
+    from conversation_service import services
+
+    services.reset()
+    assert other in reconcile(harness)["retired"]
+    assert pool_call(harness, "GET", "/sandbox/v1/pool/assignment", other_credential)[0] == 410
