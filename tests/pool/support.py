@@ -12,11 +12,22 @@ from conversation_service import services
 from tests.helpers import api_event
 from tests.integration.conftest import WorkflowHarness, make_harness
 
+_clients: dict[tuple[int, str], Any] = {}
+
+
+def client(harness: WorkflowHarness, service: str) -> Any:
+    """One client per harness and service (making one costs more than the calls a test makes)."""
+    key = (id(harness.session), service)
+    if key not in _clients:
+        _clients[key] = harness.session.client(service)
+    return _clients[key]
+
 
 def pool_harness(monkeypatch: pytest.MonkeyPatch, target: int = 2, **parameters: str) -> WorkflowHarness:
     """A stack with `PoolTargetIdle` = target. Nudges are off (the tests reconcile when they mean to),
     so nothing runs in a background thread against in-process moto."""
     harness = make_harness(monkeypatch, {"PoolTargetIdle": str(target), **parameters})
+    _clients.clear()
     monkeypatch.setenv("POOL_RECONCILER_FUNCTION", "")
     services.reset()
     return harness
@@ -44,7 +55,7 @@ def reconcile(harness: WorkflowHarness) -> dict[str, Any]:
 
 
 def pool_task(harness: WorkflowHarness, sandbox_id: str) -> dict[str, Any]:
-    ecs = harness.session.client("ecs")
+    ecs = client(harness, "ecs")
     cluster = harness.resources.attributes["SandboxCluster.Arn"]
     arns = ecs.list_tasks(cluster=cluster, startedBy=sandbox_id)["taskArns"]
     assert len(arns) == 1, arns
@@ -74,7 +85,7 @@ def fill(harness: WorkflowHarness) -> dict[str, str]:
 def pool_items(harness: WorkflowHarness) -> list[dict[str, Any]]:
     from conversation_service.dal.aws import from_item
 
-    dynamodb = harness.session.client("dynamodb")
+    dynamodb = client(harness, "dynamodb")
     table = harness.resources.physical["SandboxPoolTable"]
     return [from_item(item) for item in dynamodb.scan(TableName=table)["Items"]]
 
