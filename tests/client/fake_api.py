@@ -106,6 +106,7 @@ class FakeConversationsApi:
             "llm_model": "anthropic/claude-sonnet-4",
             "llm_base_url": None,
             "sandbox_base_container_image": "ghcr.io/openhands/agent-server:latest",
+            "authorized_event_sources": [],
             "updated_at": None,
         }
         self.secrets: dict[str, Any] = {"llm_api_key": "sk-initial", "provider_tokens": {}}

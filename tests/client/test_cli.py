@@ -502,3 +502,12 @@ def test_json_output_is_valid_for_every_command(convo: RunConvo, fake_api: FakeC
         result = convo(*arguments, "--json")
         assert result.code == 0, (arguments, result.stderr)
         json.loads(result.stdout)
+
+
+def test_settings_set_replaces_the_authorized_event_sources(convo: RunConvo, fake_api: FakeConversationsApi) -> None:
+    result = convo("settings", "set", "--event-source", "acme.ci", "--event-source", "acme.tracker")
+    assert result.code == 0, result.stderr
+    assert fake_api.settings["authorized_event_sources"] == ["acme.ci", "acme.tracker"]
+    assert "event sources      acme.ci, acme.tracker" in result.stdout
+    assert convo("settings", "set", "--no-event-sources").code == 0
+    assert fake_api.settings["authorized_event_sources"] == []

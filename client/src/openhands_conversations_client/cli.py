@@ -175,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--provider-token", action="append", metavar="PROVIDER=TOKEN", help="a token for any provider (repeatable)"
     )
     settings_set.add_argument("--sandbox-image", help="sandbox base container image")
+    settings_set.add_argument(
+        "--event-source",
+        action="append",
+        metavar="SOURCE",
+        help="an EventBridge source allowed to create conversations for you (repeatable; replaces the list)",
+    )
+    settings_set.add_argument(
+        "--no-event-sources", action="store_true", help="allow no integration to create conversations"
+    )
     return parser
 
 

@@ -350,8 +350,10 @@ class ConversationsClient:
         llm_api_key: str | None = None,
         provider_tokens: Mapping[str, str] | None = None,
         sandbox_base_container_image: str | None = None,
+        authorized_event_sources: Sequence[str] | None = None,
     ) -> Settings:
-        """`POST /api/settings`: fields left as None keep their value; "" clears a secret."""
+        """`POST /api/settings`: fields left as None keep their value; "" clears a secret;
+        `authorized_event_sources` replaces the list ([] allows no integration)."""
         body: dict[str, Any] = {
             "agent": agent,
             "max_iterations": max_iterations,
@@ -362,6 +364,9 @@ class ConversationsClient:
             "llm_api_key": llm_api_key,
             "provider_tokens": dict(provider_tokens) if provider_tokens is not None else None,
             "sandbox_base_container_image": sandbox_base_container_image,
+            "authorized_event_sources": list(authorized_event_sources)
+            if authorized_event_sources is not None
+            else None,
         }
         sent = {name: value for name, value in body.items() if value is not None}
         return Settings.from_json(self._call("POST", "/settings", json=sent))

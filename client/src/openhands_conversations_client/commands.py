@@ -260,6 +260,7 @@ def settings_set(api: ConversationsClient, args: argparse.Namespace, out: Output
         "llm_api_key": stdin.resolve(args.llm_api_key, "--llm-api-key"),
         "provider_tokens": _provider_tokens(args, stdin),
         "sandbox_base_container_image": args.sandbox_image,
+        "authorized_event_sources": [] if args.no_event_sources else args.event_source,
     }
     if all(value is None for value in changes.values()):
         raise UsageError("settings set: give at least one setting to change (see convo settings set --help)")

@@ -251,6 +251,7 @@ class Settings:
     provider_tokens_set: dict[str, bool]
     sandbox_base_container_image: str | None
     updated_at: datetime | None
+    authorized_event_sources: tuple[str, ...] = ()  # EventBridge sources allowed to create conversations
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -269,6 +270,7 @@ class Settings:
             provider_tokens_set={str(k): bool(v) for k, v in tokens.items()} if isinstance(tokens, Mapping) else {},
             sandbox_base_container_image=_optional_str(body, "sandbox_base_container_image"),
             updated_at=parse_timestamp(updated) if updated else None,
+            authorized_event_sources=tuple(str(source) for source in body.get("authorized_event_sources") or ()),
             raw=dict(body),
         )
 

@@ -120,6 +120,7 @@ def settings_lines(settings: Settings) -> list[str]:
         ("llm api key", "set" if settings.llm_api_key_set else "not set"),
         ("provider tokens", tokens or "none"),
         ("sandbox image", settings.sandbox_base_container_image or "-"),
+        ("event sources", ", ".join(settings.authorized_event_sources) or "none"),
         ("updated", _when(settings.updated_at)),
     ]
     return [f"{name:<19}{value}" for name, value in fields]
