@@ -50,9 +50,11 @@ class ControlPlaneUnavailable(Exception):
 class ControlPlaneRefused(ControlPlaneUnavailable):
     """A final answer other than 401/409 (400, 404, 413...): sending the same again cannot help."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, msg_id: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.msg_id = msg_id
+        """The ``msg_id`` of the service's error body, if it sent one."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class ControlPlaneClient:
             with open_http(request, timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
-            raise _problem_for_status(error.code, method, path) from None
+            raise _problem_for_status(error.code, method, path, _msg_id_of(error)) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
             raise _RetryableProblem(f"cannot reach the callback API: {error}") from None
         try:
@@ -199,9 +201,19 @@ class _RetryableProblem(Exception):
     pass
 
 
-def _problem_for_status(status: int, method: str, path: str) -> Exception:
+def _msg_id_of(error: urllib.error.HTTPError) -> str | None:
+    """``msg_id`` of an error body ``{"status": "error", "message", "msg_id"}``, if there is one."""
+    try:
+        body = json.loads(error.read(64 * 1024) or b"null")
+    except (OSError, ValueError):
+        return None
+    msg_id = body.get("msg_id") if isinstance(body, dict) else None
+    return msg_id if isinstance(msg_id, str) else None
+
+
+def _problem_for_status(status: int, method: str, path: str, msg_id: str | None = None) -> Exception:
     if status in REJECTING_STATUSES:
         return ControlPlaneRejected(status)
     if status in RETRYABLE_STATUSES:
         return _RetryableProblem(f"HTTP {status}")
-    return ControlPlaneRefused(status, f"{method} {path} answered HTTP {status}")
+    return ControlPlaneRefused(status, f"{method} {path} answered HTTP {status} {msg_id or ''}".rstrip(), msg_id)

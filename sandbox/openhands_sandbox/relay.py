@@ -12,7 +12,8 @@ goes after the events queued before it is posted): a post that fails is retried 
 doubling up to ``MAX_BACKOFF_SECONDS``) until it succeeds, so events are never reordered and
 nothing is dropped because the control plane had a bad moment.
 Only a final refusal (a payload the service will never take: 400, 413...) drops that post, with
-a log line; 401/409 (the conversation is over) end the forwarding.
+a log line; ``SANDBOX$EVENT_LIMIT_REACHED`` (the transcript is full) stops sending events, statuses
+and workspace reports go on; 401/409 (the conversation is over) end the forwarding.
 
 The agent-server posts conversation info only when a conversation starts, pauses or is deleted;
 the execution status otherwise changes through ``ConversationStateUpdateEvent`` events. The relay
@@ -59,6 +60,8 @@ WEBHOOK_FLUSH_SECONDS = 0.1
 FORWARDED_INFO_FIELDS = ("id", "execution_status", "title", "created_at", "updated_at")
 """What of the agent-server's conversation info goes to the control plane: not its settings, stats or
 secret registry (the LLM key may be in them)."""
+EVENT_LIMIT_REACHED = "SANDBOX$EVENT_LIMIT_REACHED"
+"""The conversation's transcript is full: no later event can be stored (docs/sandbox-protocol.md)."""
 STOPPED_WORKING = frozenset({"finished", "idle", "waiting_for_confirmation", "paused", "error", "stuck"})
 """Execution statuses in which the agent does nothing until someone acts."""
 
@@ -154,6 +157,7 @@ class EventRelay:
         self._sleep = sleep or self._abandon.wait
         self._status: str | None = None
         self._started = False
+        self._transcript_full = False
         self.forwarded_events = 0
         self.dropped_posts = 0
         self._server = _RelayServer(self)
@@ -216,7 +220,7 @@ class EventRelay:
             self._append("conversation", info)
 
     def _append(self, kind: str, payload: Any) -> None:
-        if kind == "events" and not payload:
+        if kind == "events" and (not payload or self._transcript_full):
             return
         self._queue.append(_Outgoing(kind, payload, len(json.dumps(payload, default=str))))
         self._changed.notify_all()
@@ -238,6 +242,11 @@ class EventRelay:
                     self.on_rejected()
                 return
             except ControlPlaneRefused as refused:
+                if refused.msg_id == EVENT_LIMIT_REACHED:
+                    log.error("the conversation's transcript is full: later events are not sent")
+                    self._transcript_full = True
+                    self._drop_events()
+                    continue
                 if batch[0].kind == "events" and sum(len(item.payload) for item in batch) > 1:
                     self._split_head(batch)  # one event at a time finds the one that cannot go
                     continue
@@ -314,6 +323,12 @@ class EventRelay:
                 for event in item.payload
             ]
             self._queue.extendleft(reversed(singles))
+
+    def _drop_events(self) -> None:
+        with self._changed:
+            for item in [item for item in self._queue if item.kind == "events"]:
+                self._queue.remove(item)
+            self._changed.notify_all()
 
     def _drop_everything(self) -> None:
         with self._changed:

@@ -355,6 +355,8 @@ class ControlPlaneDouble(ThreadingHTTPServer):
         self.inbox: list[dict[str, Any]] = []
         self.acknowledged: set[str] = set()
         self.fail_share: dict[str, float] = {}
+        self.event_limit: int | None = None
+        """Past this many stored events, agent-events answer 413 SANDBOX$EVENT_LIMIT_REACHED."""
         self.failures: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self._random = random.Random(12)
@@ -388,6 +390,8 @@ class ControlPlaneDouble(ThreadingHTTPServer):
     def store_agent_events(self, events: list[Event]) -> tuple[int, Any]:
         with self._changed:
             fail, store = self._fails("agent-events")
+            if self.event_limit is not None and len(self.agent_events) + len(events) > self.event_limit:
+                return 413, {"status": "error", "message": "full", "msg_id": "SANDBOX$EVENT_LIMIT_REACHED"}
             stored = 0
             if store:
                 for event in events:

@@ -121,6 +121,27 @@ def test_no_workspace_report_for_a_status_already_left(plane: ControlPlaneDouble
     assert published == ["finished"]
 
 
+def test_a_full_transcript_stops_the_events_and_not_the_statuses(
+    plane: ControlPlaneDouble, sandbox_secrets: Secrets
+) -> None:
+    plane.event_limit = 3
+    published: list[str] = []
+    relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
+    relay.start()
+    try:
+        post_to_relay(relay, "/events/x", [agent_event(1), agent_event(2)])
+        assert relay.wait_until_forwarded(10)
+        post_to_relay(relay, "/events/x", [agent_event(3), agent_event(4), status_event(5, "finished")])
+        post_to_relay(relay, "/events/x", [agent_event(6)])
+        assert relay.wait_until_forwarded(10)
+    finally:
+        relay.close(5)
+    assert len(plane.agent_events) == 2
+    assert plane.calls["agent-events"] == 2  # no event was tried again, alone or later
+    assert [info["execution_status"] for info in plane.agent_statuses] == ["finished"]
+    assert published == ["finished"]
+
+
 def test_the_relay_turns_away_posts_without_the_session_key(
     plane: ControlPlaneDouble, sandbox_secrets: Secrets
 ) -> None:
