@@ -24,7 +24,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,15 +133,8 @@ def workspace_files(channel: Channel, conversation_id: str) -> dict[str, dict[st
     return {changed["path"]: changed for changed in response.json()["files"]}
 
 
-def documented_paths() -> set[str]:
-    document = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
-    return set(document["paths"])
-
-
 @pytest.fixture(scope="module")
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channel]:
-    if "/api/conversations/{conversation_id}/events" not in documented_paths():
-        pytest.skip("the service does not serve the channel yet (docs/openapi.json has no .../events)")
     if not AGENT_PYTHON.exists():
         pytest.skip(f"{AGENT_PYTHON} is missing: the sandboxes need openhands-agent-server")
     llm_key = "sk-scripted-" + secrets.token_hex(16)
