@@ -24,6 +24,12 @@ S3_PER_PUT = 0.005 / 1_000  # PUT, COPY, POST, LIST
 S3_PER_GET = 0.0004 / 1_000  # GET, SELECT and all other requests
 # API Gateway REST APIs, first 333 million requests a month. https://aws.amazon.com/api-gateway/pricing/
 API_GATEWAY_REST_PER_REQUEST = 3.50 / 1_000_000
+# ECS Fargate, Linux, per vCPU-hour and GB-hour. https://aws.amazon.com/fargate/pricing/
+FARGATE_ARM64_PER_VCPU_HOUR = 0.03238
+FARGATE_ARM64_PER_GB_HOUR = 0.00356
+FARGATE_X86_PER_VCPU_HOUR = 0.04048
+FARGATE_X86_PER_GB_HOUR = 0.004445
+HOURS_PER_MONTH = 730
 # EventBridge custom events (the template publishes none). https://aws.amazon.com/eventbridge/pricing/
 EVENTBRIDGE_PER_EVENT = 1.00 / 1_000_000
 

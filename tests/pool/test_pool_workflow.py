@@ -3,11 +3,13 @@ pool's credential, deaths and retirements, and a pool of 0 that behaves as befor
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conversation_service import services
+from conversation_service.dal.sandboxes import SandboxFleet
 
 from tests.integration.conftest import WorkflowHarness
 from tests.pool.support import (
@@ -95,6 +97,9 @@ def test_a_create_claims_an_idle_sandbox_that_then_runs_as_a_cold_one(
 
 def test_a_pool_of_zero_behaves_as_before(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     harness = pool_harness(monkeypatch, target=0)
+    # moto's tasks carry no phase timestamps: what ECS's DescribeTasks would answer stands in here.
+    ecs_phases = {"createdAt": datetime(2026, 1, 1, tzinfo=UTC), "startedAt": datetime(2026, 1, 1, 0, 1, tzinfo=UTC)}
+    monkeypatch.setattr(SandboxFleet, "phase_timestamps", lambda self, task_arn: dict(ecs_phases))
     assert reconcile(harness)["launched"] == []
     conversation_id = start(harness, tmp_path)
     token = harness.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]  # a cold RunTask, as before
@@ -102,6 +107,11 @@ def test_a_pool_of_zero_behaves_as_before(monkeypatch: pytest.MonkeyPatch, tmp_p
     view = settle(harness, conversation_id)
     assert view["conversation_status"] == "RUNNING" and view["start"] == "cold"
     assert pool_items(harness) == []
+    # A cold start records the task's own phase timestamps.
+    assert view["task_timestamps"] == {
+        "createdAt": "2026-01-01T00:00:00+00:00",
+        "startedAt": "2026-01-01T00:01:00+00:00",
+    }
 
 
 def test_without_an_idle_sandbox_the_start_is_cold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

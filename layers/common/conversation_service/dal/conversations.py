@@ -49,6 +49,7 @@ _PER_RUN_FIELDS = (
     "task_arn",
     "start",
     "pool_sandbox_id",
+    "task_timestamps",
     "task_token",
     "sandbox_token_hash",
     "context_delivered",

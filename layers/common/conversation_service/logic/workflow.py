@@ -228,6 +228,7 @@ class CreationWorkflow:
             agent_conversation_id=ready.agent_conversation_id,
             workspace_dir=ready.workspace_dir,
             microagents=ready.microagents,
+            task_timestamps=self._task_timestamps(conversation),
         )
         if not running:
             if conversation.task_arn and run in (None, conversation.run):
@@ -240,6 +241,20 @@ class CreationWorkflow:
             conversation.start,
         )
         return {"conversation_status": ConversationStatus.RUNNING.value}
+
+    def _task_timestamps(self, conversation: Conversation) -> dict[str, str] | None:
+        """A cold task's own phases (DescribeTasks: created, image pull, started), so an operator
+        sees where a cold minute went. Best effort: RUNNING does not wait on it."""
+        if conversation.start != "cold" or not conversation.task_arn:
+            return None
+        try:
+            stamps = self._fleet.phase_timestamps(conversation.task_arn)
+        except Exception as error:
+            logger.warning("no task timestamps", extra={"problem": type(error).__name__})
+            return None
+        return {
+            name: value.isoformat() if hasattr(value, "isoformat") else str(value) for name, value in stamps.items()
+        }
 
     # -- any failure ------------------------------------------------------------------------
     def record_failure(self, conversation_id: str, error: dict[str, Any], run: int | None = None) -> dict[str, str]:

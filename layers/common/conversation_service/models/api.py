@@ -162,6 +162,10 @@ class ConversationView(BaseModel):
     start: Literal["warm", "cold"] | None = Field(
         default=None, description="warm: an idle pool sandbox was claimed; cold: a new task was started"
     )
+    task_timestamps: dict[str, str] | None = Field(
+        default=None,
+        description="cold starts on ECS: the task's createdAt, pullStartedAt, pullStoppedAt, startedAt",
+    )
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)

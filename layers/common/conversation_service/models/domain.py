@@ -139,6 +139,8 @@ class Conversation(BaseModel):
     task_arn: str | None = None
     start: Literal["warm", "cold"] | None = None  # this run's sandbox: claimed from the pool, or RunTask
     pool_sandbox_id: str | None = None
+    # A cold task's createdAt / pullStartedAt / pullStoppedAt / startedAt (DescribeTasks), ISO.
+    task_timestamps: dict[str, str] | None = None
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)
