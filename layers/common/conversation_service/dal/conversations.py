@@ -511,9 +511,13 @@ class ConversationStore:
                 "Key": {"conversation_id": {"S": conversation.conversation_id}},
                 "UpdateExpression": "SET conversation_status = :starting, runtime_status = :queued, updated_at = :at, "
                 "last_active_at = :last_active, active_user_id = :user, timeline = :timeline, #run = :next_run "
-                "REMOVE " + ", ".join(_PER_RUN_FIELDS),
+                # Placeholders for every name: some are DynamoDB reserved words (`start`).
+                "REMOVE " + ", ".join(f"#per_run{index}" for index in range(len(_PER_RUN_FIELDS))),
                 "ConditionExpression": "conversation_status IN (:stopped, :error) AND user_id = :user AND #run = :run",
-                "ExpressionAttributeNames": {"#run": "run"},
+                "ExpressionAttributeNames": {
+                    "#run": "run",
+                    **{f"#per_run{index}": name for index, name in enumerate(_PER_RUN_FIELDS)},
+                },
                 "ExpressionAttributeValues": {
                     ":starting": {"S": ConversationStatus.STARTING.value},
                     ":queued": {"S": "STATUS$QUEUED"},
