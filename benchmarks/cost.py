@@ -244,6 +244,7 @@ class _Observer:
         self.dynamodb = session.client("dynamodb")
         self.ecs = session.client("ecs")
         self.sfn = session.client("stepfunctions")
+        self.kms = session.client("kms")
 
     def status(self, conversation_id: str) -> str:
         item = self.dynamodb.get_item(
@@ -260,7 +261,9 @@ class _Observer:
             return None
         task = self.ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"][0]
         environment = task["overrides"]["containerOverrides"][0]["environment"]
-        return next(item["value"] for item in environment if item["name"] == "SANDBOX_TOKEN")
+        from devstack.task_credentials import open_sealed_sandbox_token
+
+        return open_sealed_sandbox_token(self.kms, environment, conversation_id)
 
     def execution(self, conversation_id: str) -> tuple[str, list[dict[str, Any]]]:
         arn = self.stack.resources.physical["ConversationWorkflow"].replace(":stateMachine:", ":execution:")
@@ -316,7 +319,7 @@ def _one_conversation(stack: Any, runtime: Any, pump: Any, observer: _Observer) 
                 sandbox("POST", "/sandbox/v1/events", {"type": "heartbeat"})
     ready = {
         "type": "ready",
-        "agent_server_url": "http://10.0.0.7:8000",
+        "agent_server_url": "http://127.0.0.1:8000",
         "agent_conversation_id": "a1b2c3",
         "workspace_dir": "/workspace/repo",
         "commit": "b" * 40,

@@ -317,6 +317,7 @@ def seed_stack(
         {
             "ALLOW_LOCAL_REPOSITORIES": "true",
             "SANDBOX_API_URL": "http://127.0.0.1:9/sandbox",
+            "SANDBOX_AGENT_SERVER_ADDRESS": "loopback",
             "MAX_ACTIVE_CONVERSATIONS": "1000",
             # This process only seeds and measures: its own metric lines are noise.
             "POWERTOOLS_METRICS_DISABLED": "true",

@@ -2,9 +2,13 @@
 sandbox process (`python -m openhands_sandbox.bootstrap`), as the task definition would run it.
 
 - The process gets what the container would: the task definition's environment and the task's
-  container overrides (CONVERSATION_ID, SANDBOX_API_URL, SANDBOX_TOKEN), with the local
+  container overrides (CONVERSATION_ID, SANDBOX_API_URL, SANDBOX_TOKEN_CIPHERTEXT), with the local
   differences (workspace directory, loopback address, free port, the agent-server's Python).
   Nothing else of this process's environment: no AWS credentials, no LLM key, no user HOME.
+- The task's role, as ECS gives it: a container credentials endpoint of its own
+  (devstack/task_credentials.py, moto's test credentials) and moto's KMS endpoint, with which
+  the bootstrap opens its sealed token (AWS_CONTAINER_CREDENTIALS_FULL_URI,
+  AWS_CONTAINER_AUTHORIZATION_TOKEN, AWS_ENDPOINT_URL_KMS, AWS_REGION, AWS_DEFAULT_REGION).
 - `StopTask` (desiredStatus STOPPED) sends SIGTERM to the process group, then SIGKILL after a
   grace period, as ECS does; a process that exits by itself stops its task (`ecs.stop_task`).
 - Run as root, every sandbox is separated as on Fargate: its own pair of uids (setup user, agent
@@ -41,6 +45,7 @@ from devstack.console import say, short
 from devstack.sandbox_image import SandboxContainer
 from devstack.sandbox_users import UidPair, allocate_uid_pair
 from devstack.sandbox_view import python_installation, view_command
+from devstack.task_credentials import TaskCredentialsServer
 from devstack.template_resources import ACCOUNT_ID, REGION, ROOT
 
 SANDBOX_PACKAGE_DIR = ROOT / "sandbox"
@@ -119,6 +124,7 @@ class SandboxTask:
     created_at: str = ""
     container: str = ""
     """The buildah working container, when the sandbox runs from the image."""
+    credentials_token: str = field(default="", repr=False)
     started_at: float = field(default_factory=time.monotonic)
     ending: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
@@ -163,6 +169,8 @@ class LocalFargate:
         grace_seconds: float = STOP_GRACE_SECONDS,
         on_task_stopped: TaskStateListener | None = None,
         sandbox_image: str | None = None,
+        task_credentials: TaskCredentialsServer | None = None,
+        kms_endpoint_url: str = "",
     ) -> None:
         """`on_task_stopped` gets the "ECS Task State Change" event of each sandbox task that
         ends while the stack runs (not of those the stack's own shutdown ends).
@@ -170,6 +178,8 @@ class LocalFargate:
         of as a local process."""
         self._sandbox_image = sandbox_image
         self._on_task_stopped = on_task_stopped
+        self._task_credentials = task_credentials
+        self._kms_endpoint_url = kms_endpoint_url
         self._ecs = ecs
         self._cluster = cluster_arn
         self._state_dir = state_dir
@@ -287,6 +297,13 @@ class LocalFargate:
             "AGENT_SERVER_PORT": str(port),
             **(uids.environment() if uids else {}),
         }
+        # The task role, as ECS serves it: a credentials endpoint of its own, and moto's KMS.
+        credentials_token = ""
+        if self._task_credentials is not None:
+            credentials_token = self._task_credentials.issue()
+            container_environment.update(
+                self._task_credentials.task_environment(credentials_token, self._kms_endpoint_url, REGION)
+            )
         log_path = directory / "bootstrap.log"
         image_container: SandboxContainer | None = None
         with log_path.open("ab") as log_file:
@@ -321,6 +338,7 @@ class LocalFargate:
             group=str(task.get("group") or ""),
             created_at=_iso(task.get("createdAt")),
             container=image_container.name if image_container else "",
+            credentials_token=credentials_token,
         )
         sandbox.record()
         with self._lock:
@@ -422,6 +440,8 @@ class LocalFargate:
                 say(f"{short(task.conversation_id)} sandbox ignored SIGTERM for {self._grace_seconds:g} s: SIGKILL")
         _signal_group(task.process.pid, signal.SIGKILL)
         task.process.wait()
+        if self._task_credentials is not None:
+            self._task_credentials.revoke(task.credentials_token)  # as ECS does for a stopped task
         leftovers = kill_marked_processes(task.marker)
         if task.uids is not None:
             try:

@@ -26,10 +26,11 @@ from devstack.console import divert_embedded_metrics, say
 from devstack.fargate import LocalFargate
 from devstack.git_server import LocalGitServer, create_sample_repositories
 from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime, apply_environment
-from devstack.local_aws import LocalAws
+from devstack.local_aws import FAKE_CREDENTIALS, LocalAws
 from devstack.phase_log import ConversationPhaseLog
 from devstack.sqs_poller import SqsEventSource
 from devstack.stream_pump import StreamPump
+from devstack.task_credentials import TaskCredentialsServer
 from devstack.template_resources import REGION, ROOT, EventSourceSpec, StackResources, provision
 
 LOCAL_USER_ID = "local-user"
@@ -117,6 +118,7 @@ class LocalStack:
         self._git: LocalGitServer | None = None
         self._api_server: LocalApiServer | None = None
         self._fargate: LocalFargate | None = None
+        self._task_credentials: TaskCredentialsServer | None = None
         self._runtime: LocalLambdaRuntime | None = None
         self._session: boto3.Session | None = None
         self._stopping = threading.Event()
@@ -150,6 +152,7 @@ class LocalStack:
                 "LOCAL_USER_ID": LOCAL_USER_ID,
                 "ALLOW_LOCAL_REPOSITORIES": "true",
                 "SANDBOX_API_URL": self.sandbox_api_url,
+                "SANDBOX_AGENT_SERVER_ADDRESS": "loopback",
                 "DEFAULT_RUNTIME": "local",
                 "GIT_URL_REWRITES": json.dumps({"https://github.com/": self._git.base_url}),
                 "POWERTOOLS_TRACE_DISABLED": "true",
@@ -163,12 +166,16 @@ class LocalStack:
 
         for source in resources.event_sources:
             self._start_event_source(source)
+        self._task_credentials = TaskCredentialsServer(FAKE_CREDENTIALS, resources.attributes["SandboxTaskRole.Arn"])
+        self._task_credentials.start()
         self._fargate = LocalFargate(
             session.client("ecs"),
             resources.attributes["SandboxCluster.Arn"],
             self.state_dir,
             on_task_stopped=self._publish_aws_event,
             sandbox_image=self.options.sandbox_image,
+            task_credentials=self._task_credentials,
+            kms_endpoint_url=self._aws.endpoint_url,
         )
         self._fargate.start()
         self._api_server.api = LocalRestApi(resources, runtime, SandboxApiFaults(self.options.sandbox_api_faults))
@@ -370,6 +377,8 @@ class LocalStack:
         self._stopping.set()
         if self._fargate is not None:
             self._fargate.stop()
+        if self._task_credentials is not None:
+            self._task_credentials.stop()
         if self._api_server is not None:
             if self._serving:
                 self._api_server.shutdown()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
-from conversation_service.http_errors import register_error_handlers
+from conversation_service.http_errors import refuse_unreadable_body, register_error_handlers
 from conversation_service.http_routes import ServiceApiResolver
 from conversation_service.models.channel import (
     MAX_WAIT_SECONDS,
@@ -18,7 +18,12 @@ from conversation_service.models.channel import (
     InboxPage,
     WorkspaceSnapshot,
 )
-from conversation_service.models.context import SandboxContext, SandboxEvent
+from conversation_service.models.context import (
+    MAX_SANDBOX_REPORT_BYTES,
+    MAX_SANDBOX_REPORT_DEPTH,
+    SandboxContext,
+    SandboxEvent,
+)
 from conversation_service.models.domain import Conversation
 from conversation_service.models.environment import SandboxApiEnvironment
 from conversation_service.observability import logger, tracer
@@ -77,7 +82,14 @@ def post_workspace(snapshot: WorkspaceSnapshot) -> dict[str, str]:
     return {"status": "ok"}
 
 
+# The context answer holds the LLM key, the git token, MCP keys and the session key: X-Ray
+# must not record responses or errors of this function (docs/sandbox-protocol.md).
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    # Every body is measured before it is parsed; status reports are small, so theirs tightly.
+    if event.get("path") == "/sandbox/v1/events":
+        refused = refuse_unreadable_body(event, max_bytes=MAX_SANDBOX_REPORT_BYTES, max_depth=MAX_SANDBOX_REPORT_DEPTH)
+    else:
+        refused = refuse_unreadable_body(event)
+    return refused or app.resolve(event, context)

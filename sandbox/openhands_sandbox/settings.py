@@ -9,6 +9,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openhands_sandbox import task_token
 from openhands_sandbox.http_client import is_http_url
 
 CONVERSATION_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -49,17 +50,23 @@ class SandboxSettings:
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> SandboxSettings:
-        """Read the settings and take ``SANDBOX_TOKEN`` out of ``environ``.
+        """Read the settings and take the token (and what opened it) out of ``environ``.
 
-        Removing the token from the process environment means no child process can
-        inherit it by accident.
+        The task gets ``SANDBOX_TOKEN_CIPHERTEXT`` (opened with the task role, task_token.py);
+        ``SANDBOX_TOKEN`` in clear is still accepted for tests and hand runs. Removing them from
+        the process environment means no child process can inherit them by accident.
         """
-        token = environ.pop("SANDBOX_TOKEN", "")
-        if not token:
-            raise SettingsError("SANDBOX_TOKEN is not set")
+        clear_token = environ.pop("SANDBOX_TOKEN", "")
         conversation_id = _required(environ, "CONVERSATION_ID")
         if not CONVERSATION_ID_PATTERN.match(conversation_id):
             raise SettingsError("CONVERSATION_ID must be 32 lowercase hex characters")
+        try:
+            opened = task_token.consume(environ, conversation_id)
+        except task_token.TaskTokenError as error:
+            raise SettingsError(f"the sandbox token could not be opened: {error}") from None
+        token = opened or clear_token
+        if not token:
+            raise SettingsError("neither SANDBOX_TOKEN_CIPHERTEXT nor SANDBOX_TOKEN is set")
         api_url = _required(environ, "SANDBOX_API_URL").rstrip("/")
         if not is_http_url(api_url):
             raise SettingsError("SANDBOX_API_URL must be an http(s) URL")

@@ -288,6 +288,19 @@ def check_running(stack: RunningStack, created: Created) -> None:
     assert pid is not None, f"no agent-server process listens on port {port}"
     session_key = environment_variable(pid, "SESSION_API_KEY")
     assert session_key, "the agent-server has no SESSION_API_KEY"
+    # The task got its token sealed (it opened it with its own credentials endpoint and moto's
+    # KMS), and the agent-server got neither the token nor the task's way to its AWS identity.
+    bootstrap = int(sandbox["pid"])
+    assert environment_variable(bootstrap, "SANDBOX_TOKEN_CIPHERTEXT"), "the task was not given a sealed token"
+    assert environment_variable(bootstrap, "SANDBOX_TOKEN") is None, "the task was given its token in clear"
+    for name in (
+        "SANDBOX_TOKEN",
+        "SANDBOX_TOKEN_CIPHERTEXT",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_ENDPOINT_URL_KMS",
+    ):
+        assert environment_variable(pid, name) is None, f"the agent-server inherited {name}"
     agent_conversation = f"{url}/api/conversations/{view['agent_conversation_id']}"
     assert requests.get(agent_conversation, timeout=10).status_code == 401  # the key is required
     headers = {"X-Session-API-Key": session_key}

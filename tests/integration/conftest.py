@@ -17,6 +17,7 @@ from moto import mock_aws
 
 from devstack.lambda_runtime import LocalLambdaRuntime, apply_environment
 from devstack.stream_pump import StreamPump
+from devstack.task_credentials import open_sealed_sandbox_token
 from devstack.template_resources import StackResources, provision
 from tests.helpers import FakeLambdaContext, api_event
 
@@ -70,6 +71,26 @@ class WorkflowHarness:
         overrides = task["overrides"]["containerOverrides"][0]["environment"]
         return {item["name"]: item["value"] for item in overrides}
 
+    def open_sandbox_token(self, conversation_id: str) -> str:
+        """What the task's bootstrap does with its task role: KMS Decrypt of the sealed token."""
+        task = self.wait_for(lambda: self.sandbox_task(conversation_id), what="the sandbox task")
+        environment = task["overrides"]["containerOverrides"][0]["environment"]
+        return open_sealed_sandbox_token(self.session.client("kms"), environment, conversation_id)
+
+    def open_assigned_token(self, assignment: dict[str, str]) -> str:
+        """A warm sandbox's token, from its assignment (sealed as in RunTask)."""
+        return open_sealed_sandbox_token(self.session.client("kms"), assignment, assignment["CONVERSATION_ID"])
+
+    def agent_server_url(self, conversation_id: str, port: int = 8000) -> str:
+        """Where the sandbox's agent-server listens: its task's private address (the mode
+        "task", as on AWS) or loopback (the local stack's)."""
+        if services.get_config().sandbox_agent_server_address == "loopback":
+            return f"http://127.0.0.1:{port}"
+        task = self.wait_for(lambda: self.sandbox_task(conversation_id), what="the sandbox task")
+        details = task["attachments"][0]["details"]
+        address = next(item["value"] for item in details if item["name"] == "privateIPv4Address")
+        return f"http://{address}:{port}"
+
     def execution(self, conversation_id: str) -> dict[str, Any]:
         sfn = self.session.client("stepfunctions")
         arn = self.resources.physical["ConversationWorkflow"].replace(":stateMachine:", ":execution:") + (
@@ -83,7 +104,13 @@ class WorkflowHarness:
         return list(sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"])
 
 
-def make_harness(monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str] | None = None) -> WorkflowHarness:
+def make_harness(
+    monkeypatch: pytest.MonkeyPatch,
+    parameters: dict[str, str] | None = None,
+    environment_overrides: dict[str, str] | None = None,
+) -> WorkflowHarness:
+    """`environment_overrides` of the functions' environment; the sandbox's agent-server is on
+    loopback unless SANDBOX_AGENT_SERVER_ADDRESS says "task"."""
     aws.client.cache_clear()
     session = boto3.Session(region_name="us-east-1")
     # A stack name of its own: a moto account another test left behind cannot collide with it.
@@ -91,7 +118,12 @@ def make_harness(monkeypatch: pytest.MonkeyPatch, parameters: dict[str, str] | N
     resources = provision(stack_name, {"SandboxHeartbeatSeconds": "30", **(parameters or {})}, session=session)
     environment = apply_environment(
         resources,
-        {"ALLOW_LOCAL_REPOSITORIES": "true", "SANDBOX_API_URL": "http://127.0.0.1:9/sandbox"},
+        {
+            "ALLOW_LOCAL_REPOSITORIES": "true",
+            "SANDBOX_API_URL": "http://127.0.0.1:9/sandbox",
+            "SANDBOX_AGENT_SERVER_ADDRESS": "loopback",
+            **(environment_overrides or {}),
+        },
     )
     for key, value in environment.items():
         monkeypatch.setenv(key, value)

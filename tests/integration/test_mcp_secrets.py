@@ -25,7 +25,7 @@ def test_mcp_keys_are_sealed_and_delivered_in_the_agent_server_shape(workflow: W
     status, created = workflow.api("POST", "/api/conversations", request)
     assert status == 200, created
     conversation_id = created["conversation_id"]
-    token = workflow.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = workflow.open_sandbox_token(conversation_id)
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     item = dynamodb.get_item(

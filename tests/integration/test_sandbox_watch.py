@@ -17,7 +17,7 @@ def _create(workflow: WorkflowHarness, tmp_path: Path) -> tuple[str, str, str]:
     status, created = workflow.api("POST", "/api/conversations", {"repository": str(tmp_path / "repo")})
     assert status == 200, created
     conversation_id = created["conversation_id"]
-    token = workflow.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = workflow.open_sandbox_token(conversation_id)
     task = workflow.sandbox_task(conversation_id)
     assert task is not None
     return conversation_id, token, str(task["taskArn"])

@@ -67,7 +67,7 @@ def assert_clean_end(harness: WorkflowHarness, conversation_id: str) -> None:
 
 def test_setup_script_failure_is_reported_with_exit_code(workflow: WorkflowHarness, tmp_path: Path) -> None:
     conversation_id = start(workflow, tmp_path)
-    token = workflow.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = workflow.open_sandbox_token(conversation_id)
     assert workflow.sandbox("GET", "/sandbox/v1/context", token)[0] == 200
     failure = {
         "type": "failed",
@@ -98,7 +98,7 @@ def test_sandbox_that_never_gets_ready_times_out_naming_its_phase(
     fast_workflow: WorkflowHarness, tmp_path: Path
 ) -> None:
     conversation_id = start(fast_workflow, tmp_path)
-    token = fast_workflow.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = fast_workflow.open_sandbox_token(conversation_id)
     phase = {"type": "phase", "phase": "STATUS$RUNNING_SETUP_SCRIPT"}
     assert fast_workflow.sandbox("POST", "/sandbox/v1/events", token, phase)[0] == 200
     deadline = time.monotonic() + 30
@@ -136,7 +136,7 @@ def test_an_internal_failure_is_internal_and_leaks_nothing(workflow: WorkflowHar
 
 def test_a_conversation_closed_while_starting_stops_its_sandbox(workflow: WorkflowHarness, tmp_path: Path) -> None:
     conversation_id = start(workflow, tmp_path)
-    token = workflow.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = workflow.open_sandbox_token(conversation_id)
     from conversation_service.logic.clock import now_iso
 
     assert services.conversation_store().deactivate(
@@ -152,8 +152,8 @@ def test_a_conversation_closed_while_starting_stops_its_sandbox(workflow: Workfl
 def test_sandbox_tokens_open_only_their_own_conversation(workflow: WorkflowHarness, tmp_path: Path) -> None:
     first = start(workflow, tmp_path / "a")
     second = start(workflow, tmp_path / "b", user_id="user-2")
-    first_token = workflow.sandbox_environment(first)["SANDBOX_TOKEN"]
-    second_token = workflow.sandbox_environment(second)["SANDBOX_TOKEN"]
+    first_token = workflow.open_sandbox_token(first)
+    second_token = workflow.open_sandbox_token(second)
     forged = f"{second}.{first_token.split('.', 1)[1]}"
     assert workflow.sandbox("GET", "/sandbox/v1/context", forged)[0] == 401
     assert workflow.sandbox("GET", "/sandbox/v1/context", None)[0] == 401

@@ -16,8 +16,7 @@ def test_conversation_reaches_running(workflow: WorkflowHarness, tmp_path: Path)
     )
     assert status == 200, created
     conversation_id = created["conversation_id"]
-    environment = workflow.sandbox_environment(conversation_id)
-    token = environment["SANDBOX_TOKEN"]
+    token = workflow.open_sandbox_token(conversation_id)
     status, context = workflow.sandbox("GET", "/sandbox/v1/context", token)
     assert status == 200, context
     assert context["repository"]["commit"] == commits["develop"]

@@ -26,6 +26,7 @@ from conversation_service.dal.workflow import WorkflowEngine
 from moto import mock_aws
 
 from devstack.sqs_poller import SqsEventSource
+from devstack.task_credentials import open_sealed_sandbox_token
 from devstack.template_resources import StackResources
 from tests.helpers import api_event, make_repository
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
@@ -136,7 +137,7 @@ class Lifecycle:
 
     def sandbox_token(self, conversation_id: str) -> str:
         overrides = self.running_task(conversation_id)["overrides"]["containerOverrides"][0]["environment"]
-        return next(item["value"] for item in overrides if item["name"] == "SANDBOX_TOKEN")
+        return open_sealed_sandbox_token(self.harness.session.client("kms"), overrides, conversation_id)
 
     def sandbox(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, dict[str, Any]]:
         return self.harness.sandbox(method, path, token, body)
@@ -148,7 +149,7 @@ class Lifecycle:
         assert status == 200, context
         for phase in ("STATUS$RUNTIME_STARTED", "STATUS$SETTING_UP_WORKSPACE"):
             assert self.sandbox("POST", "/sandbox/v1/events", token, {"type": "phase", "phase": phase})[0] == 200
-        ready = {"type": "ready", "agent_server_url": "http://10.0.0.9:8000", "agent_conversation_id": "agent-1"}
+        ready = {"type": "ready", "agent_server_url": "http://127.0.0.1:8000", "agent_conversation_id": "agent-1"}
         assert self.sandbox("POST", "/sandbox/v1/events", token, ready)[0] == 200
         self.wait_status(conversation_id, "RUNNING", user)
         return dict(context)

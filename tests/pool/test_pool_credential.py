@@ -39,9 +39,11 @@ def test_a_pool_credential_opens_only_its_own_assignment(monkeypatch: pytest.Mon
     status, body = pool_call(harness, "GET", "/sandbox/v1/pool/assignment", other_credential, query={"wait": "0.3"})
     assert (status, body) == (200, {"assignment": None})
     # A conversation's token does not open the pool's endpoints.
-    token = pool_call(harness, "GET", "/sandbox/v1/pool/assignment", claimed_credential, query={"wait": "1"})[1][
+    assignment = pool_call(harness, "GET", "/sandbox/v1/pool/assignment", claimed_credential, query={"wait": "1"})[1][
         "assignment"
-    ]["SANDBOX_TOKEN"]
+    ]
+    assert "SANDBOX_TOKEN" not in assignment  # sealed for the task role, as in RunTask
+    token = harness.open_assigned_token(assignment)
     assert token.startswith(f"{conversation_id}.")
     assert pool_call(harness, "GET", "/sandbox/v1/pool/assignment", token)[0] == 401
     # Once delivered, the claimed sandbox's credential opens nothing more.

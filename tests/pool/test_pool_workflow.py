@@ -76,7 +76,7 @@ def test_a_create_claims_an_idle_sandbox_that_then_runs_as_a_cold_one(
     assert assignment["CONVERSATION_ID"] == conversation_id
     assert set(assignment) >= {"CONVERSATION_ID", "SANDBOX_API_URL"}
     assert harness.sandbox_task(conversation_id) is None
-    token = assignment["SANDBOX_TOKEN"]
+    token = harness.open_assigned_token(assignment)
     run_assigned(harness, conversation_id, token, {**READY, "session_api_key": SESSION_KEY})
 
     view = settle(harness, conversation_id)
@@ -102,7 +102,7 @@ def test_a_pool_of_zero_behaves_as_before(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr(SandboxFleet, "phase_timestamps", lambda self, task_arn: dict(ecs_phases))
     assert reconcile(harness)["launched"] == []
     conversation_id = start(harness, tmp_path)
-    token = harness.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]  # a cold RunTask, as before
+    token = harness.open_sandbox_token(conversation_id)  # a cold RunTask, as before
     run_assigned(harness, conversation_id, token, READY)
     view = settle(harness, conversation_id)
     assert view["conversation_status"] == "RUNNING" and view["start"] == "cold"
@@ -118,7 +118,7 @@ def test_without_an_idle_sandbox_the_start_is_cold(monkeypatch: pytest.MonkeyPat
     harness = pool_harness(monkeypatch, target=1)
     (sandbox_id,) = reconcile(harness)["launched"]  # launching, not yet idle: not claimable
     conversation_id = start(harness, tmp_path)
-    token = harness.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = harness.open_sandbox_token(conversation_id)
     run_assigned(harness, conversation_id, token, READY)
     assert settle(harness, conversation_id)["start"] == "cold"
     assert {i["sandbox_id"]: i["pool_status"] for i in pool_items(harness)} == {sandbox_id: "LAUNCHING"}
@@ -136,7 +136,7 @@ def test_an_idle_sandbox_that_dies_is_replaced_and_never_claimed(
     assert {i["sandbox_id"]: i["pool_status"] for i in pool_items(harness)} == {sandbox_id: "DEAD"}
 
     conversation_id = start(harness, tmp_path)
-    token = harness.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = harness.open_sandbox_token(conversation_id)
     run_assigned(harness, conversation_id, token, READY)
     assert settle(harness, conversation_id)["start"] == "cold"
     (replacement,) = reconcile(harness)["launched"]
@@ -154,10 +154,11 @@ def test_a_claimed_sandbox_that_dies_fails_its_conversation_as_any_sandbox(
     for conversation_id in (starting, running):
         claimed_item(harness, conversation_id)
     assignments = {a["CONVERSATION_ID"]: a for a in (take_assignment(harness, c) for c in credentials.values())}
-    run_assigned(harness, running, assignments[running]["SANDBOX_TOKEN"], READY)
+    run_assigned(harness, running, harness.open_assigned_token(assignments[running]), READY)
     assert settle(harness, running)["conversation_status"] == "RUNNING"
     wait_for_task_submitted(harness, starting)
-    assert report(harness, assignments[starting]["SANDBOX_TOKEN"], {"type": "phase", "phase": SANDBOX_PHASES[0]}) == 200
+    starting_token = harness.open_assigned_token(assignments[starting])
+    assert report(harness, starting_token, {"type": "phase", "phase": SANDBOX_PHASES[0]}) == 200
 
     for conversation_id in (starting, running):
         task = pool_task(harness, claimed_item(harness, conversation_id)["sandbox_id"])

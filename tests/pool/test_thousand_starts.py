@@ -29,6 +29,7 @@ from conversation_service.dal.workflow import WorkflowEngine, WorkflowNotWaiting
 from moto.dynamodb.models.table import StreamShard
 
 from devstack.lambda_runtime import FunctionError
+from devstack.task_credentials import open_sealed_sandbox_token
 from devstack.template_resources import ROOT
 from tests.integration.conftest import WorkflowHarness
 from tests.pool.support import client, fill, pool_call, pool_harness, pool_items, pool_task
@@ -173,17 +174,17 @@ def run_sandbox(
     if launched["start"] == "warm":
         status, body = pool_call(harness, "GET", "/sandbox/v1/pool/assignment", credentials[launched["task_arn"]])
         assert status == 200, body
-        token = body["assignment"]["SANDBOX_TOKEN"]
+        token = harness.open_assigned_token(body["assignment"])
     else:
         ecs = client(harness, "ecs")
         task = ecs.describe_tasks(
             cluster=harness.resources.attributes["SandboxCluster.Arn"], tasks=[launched["task_arn"]]
         )
         environment = task["tasks"][0]["overrides"]["containerOverrides"][0]["environment"]
-        token = next(item["value"] for item in environment if item["name"] == "SANDBOX_TOKEN")
+        token = open_sealed_sandbox_token(client(harness, "kms"), environment, conversation_id)
     ready = {
         "type": "ready",
-        "agent_server_url": "http://10.0.0.1:8000",
+        "agent_server_url": "http://127.0.0.1:8000",
         "agent_conversation_id": "a",
         "microagents": [],
     }

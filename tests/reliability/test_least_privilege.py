@@ -66,6 +66,9 @@ JUSTIFIED_STATEMENTS = {
     "limited to the sandbox image's repository (PullTheSandboxImage)",
     ("SecretsKey", "AccountAdministers"): "the key policy's root statement: the account's IAM policies (the ones "
     "this test checks) decide who uses the key; without it the key cannot be managed. '*' in a key policy is the key",
+    ("SandboxTokenKey", "AccountAdministers"): "the same root statement for the sandbox token key; its Deny "
+    "statements then refuse Decrypt to every principal but the sandbox task role, and any use without the "
+    "purpose sandbox-token (tests/unit/test_template_secrets.py)",
 }
 
 # Managed policy name -> (roles that may carry it, why).

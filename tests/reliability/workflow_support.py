@@ -49,7 +49,7 @@ def start(harness: WorkflowHarness, tmp_path: Path, user_id: str = "user-1") -> 
 def sandbox_token(harness: WorkflowHarness, conversation_id: str, timeout: float = 20.0) -> str:
     """The sandbox's token, once the launch step has handed its task token to Step Functions
     (moto accepts heartbeats only from then on; AWS from the start, and a container boots slower)."""
-    token = harness.sandbox_environment(conversation_id)["SANDBOX_TOKEN"]
+    token = harness.open_sandbox_token(conversation_id)
     harness.wait_for(
         lambda: any(event["type"] == "TaskSubmitted" for event in harness.history(conversation_id)),
         timeout=timeout,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -90,6 +90,11 @@ class ServiceConfig(BaseModel):
     pool_assignment_poll_seconds: float = Field(default=0.1, gt=0, le=5)
     # The reconciler, invoked asynchronously after each claim (empty: no nudge).
     pool_reconciler_function: str = ""
+    # Where a ready sandbox's agent-server may be: "task", the private IPv4 of its ECS task's
+    # network attachment (DescribeTasks); "loopback", 127.0.0.1 (the local stack's processes).
+    sandbox_agent_server_address: Literal["task", "loopback"] = "task"
+    # The KMS key the sandbox token is sealed with for its task (only the task role may Decrypt).
+    sandbox_token_key_id: str = "alias/sandbox-token"  # noqa: S105 - a key alias
     # The local stack runs as one user without keys, as OpenHands does on a laptop.
     local_user_id: str | None = None
 

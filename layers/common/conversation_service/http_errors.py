@@ -33,23 +33,26 @@ def error_response(
     )
 
 
-def refuse_unreadable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+def refuse_unreadable_body(
+    event: dict[str, Any], *, max_bytes: int = MAX_REQUEST_BODY_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> dict[str, Any] | None:
     """The proxy answer for a body too large or too deeply nested to parse (None: read it).
 
     Called by the handlers before the resolver parses anything (json.loads would raise
-    RecursionError on a deep body, which no route expects)."""
+    RecursionError on a deep body, which no route expects). A route whose bodies are small
+    (the sandbox's status reports) passes tighter limits."""
     body = event.get("body") or ""
     if event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(body, validate=False).decode("utf-8", errors="replace")
         except (binascii.Error, ValueError):
             body = ""
-    if len(body) > MAX_REQUEST_BODY_BYTES or len(body.encode()) > MAX_REQUEST_BODY_BYTES:
+    if len(body) > max_bytes or len(body.encode()) > max_bytes:
         status, msg_id = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "ERROR$REQUEST_TOO_LARGE"
-        message = f"The request body is larger than {MAX_REQUEST_BODY_BYTES} bytes"
-    elif nesting_depth(body) > MAX_JSON_DEPTH:
+        message = f"The request body is larger than {max_bytes} bytes"
+    elif nesting_depth(body, stop_above=max_depth) > max_depth:
         status, msg_id = HTTPStatus.BAD_REQUEST, "ERROR$JSON_TOO_DEEP"
-        message = f"The request body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+        message = f"The request body nests arrays or objects deeper than {max_depth} levels"
     else:
         return None
     record_rejection(msg_id)

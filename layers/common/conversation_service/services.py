@@ -13,6 +13,7 @@ from conversation_service.dal.idempotency import idempotency_store
 from conversation_service.dal.page_tokens import PageTokenSealer
 from conversation_service.dal.pool import PoolStore, ReconcilerNudge
 from conversation_service.dal.queues import DeadLetterQueue
+from conversation_service.dal.sandbox_tokens import SandboxTokenSealer
 from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
@@ -69,6 +70,7 @@ def creation_workflow() -> CreationWorkflow:
         ContextStore(config.context_bucket),
         SandboxFleet(config),
         WorkflowEngine(config.state_machine_arn),
+        SandboxTokenSealer(config.sandbox_token_key_id),
         warm_pool(),
     )
 
@@ -96,6 +98,8 @@ def sandbox_channel() -> SandboxChannel:
         ContextStore(config.context_bucket),
         SecretBox(config.secrets_key_id),
         WorkflowEngine(config.state_machine_arn),
+        SandboxFleet(config),
+        config.sandbox_agent_server_address,
     )
 
 

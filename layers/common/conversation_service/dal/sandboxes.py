@@ -87,6 +87,17 @@ class SandboxFleet:
         task = (tasks or [{}])[0]
         return {name: task[name] for name in TASK_PHASE_TIMESTAMPS if task.get(name) is not None}
 
+    def private_address(self, task_arn: str) -> str | None:
+        """The private IPv4 of the task's network attachment (awsvpc ENI), None before it has one."""
+        tasks = client("ecs").describe_tasks(cluster=self._config.sandbox_cluster_arn, tasks=[task_arn]).get("tasks")
+        for attachment in (tasks or [{}])[0].get("attachments") or []:
+            if attachment.get("type") != "ElasticNetworkInterface":
+                continue
+            for detail in attachment.get("details") or []:
+                if detail.get("name") == "privateIPv4Address" and detail.get("value"):
+                    return str(detail["value"])
+        return None
+
     def running_tasks(self, conversation_id: str) -> list[str]:
         """Tasks of this conversation ECS still wants running (RunTask's `startedBy` is its id)."""
         arns: list[str] = []

@@ -163,8 +163,8 @@ class ConversationService:
             return None
         location = self._resolver.locate(repository, git_provider)
         token = None
-        if location.git_provider in settings.provider_tokens_set:
-            token = self._users.open_secrets(settings).provider_tokens.get(location.git_provider)
+        if location.token_key in settings.provider_tokens_set:
+            token = self._users.open_secrets(settings).provider_tokens.get(location.token_key)
         return self._verifier.verify(location, request.selected_branch, token)
 
     def _new_conversation(

@@ -31,6 +31,7 @@ from conversation_service.models.api import GitProvider
 from conversation_service.models.domain import ResolvedRepository
 from conversation_service.models.errors import (
     BranchNotFound,
+    GitProviderMismatch,
     RepositoryNotAccessible,
     RepositoryNotAllowed,
 )
@@ -53,12 +54,29 @@ def provider_username(git_provider: str) -> str:
     return _PROVIDER_USERNAMES.get(git_provider, "git")
 
 
+def provider_token_key(git_provider: str, host: str | None) -> str:
+    """Where the user's token for this repository is kept: per provider, and per host for
+    enterprise hosts (a token for one enterprise host is never sent to another)."""
+    if git_provider == GitProvider.ENTERPRISE.value:
+        return f"{GitProvider.ENTERPRISE.value}:{(host or '').lower()}"
+    return git_provider
+
+
+def clone_url_host(clone_url: str) -> str:
+    try:
+        return (urlsplit(clone_url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
 @dataclass(frozen=True)
 class RepositoryLocation:
     clone_url: str
     display_name: str
     name: str
     git_provider: str
+    token_key: str = ""
+    """The user's secret that may be sent to this repository's host (provider_token_key)."""
 
 
 def resolve_host_addresses(host: str) -> list[str]:
@@ -124,11 +142,12 @@ class RepositoryResolver:
             if canonical.startswith(prefix):
                 target = self._locate_url(replacement + canonical[len(prefix) :], git_provider)
                 original_host = (urlsplit(canonical).hostname or "").lower()
-                provider = git_provider.value if git_provider else self._provider_for_host(original_host)
+                provider = self._provider_of(original_host, git_provider)
                 display = repository.removesuffix(".git") if is_slug else canonical
                 if not is_slug and original_host == self._config.git_provider_hosts.get(provider):
                     display = urlsplit(canonical).path.strip("/").removesuffix(".git")
-                return RepositoryLocation(target.clone_url, display, target.name, provider)
+                token_key = provider_token_key(provider, original_host)
+                return RepositoryLocation(target.clone_url, display, target.name, provider, token_key)
         return None
 
     def _slug_url(self, slug: str, git_provider: GitProvider | None) -> str:
@@ -148,14 +167,17 @@ class RepositoryResolver:
     def _locate_slug(self, slug: str, git_provider: GitProvider | None) -> RepositoryLocation:
         provider = (git_provider or GitProvider.GITHUB).value
         url = self._slug_url(slug, git_provider)
-        self._check_host_addresses((urlsplit(url).hostname or "").lower(), allow_loopback=False)
-        return RepositoryLocation(url, slug.removesuffix(".git"), _repository_name(slug), provider)
+        host = (urlsplit(url).hostname or "").lower()
+        self._check_host_addresses(host, allow_loopback=False)
+        return RepositoryLocation(
+            url, slug.removesuffix(".git"), _repository_name(slug), provider, provider_token_key(provider, host)
+        )
 
     def _locate_local_path(self, repository: str) -> RepositoryLocation:
         path = Path(repository.removeprefix("file://"))
         if not path.is_absolute() or not path.exists():
             raise RepositoryNotAccessible(f"Local repository {repository!r} does not exist")
-        return RepositoryLocation(str(path), str(path), _repository_name(str(path)), "local")
+        return RepositoryLocation(str(path), str(path), _repository_name(str(path)), "local", "local")
 
     def _locate_url(self, repository: str, git_provider: GitProvider | None) -> RepositoryLocation:
         try:
@@ -177,12 +199,30 @@ class RepositoryResolver:
         loopback_ok = local and self._is_loopback_host(host)
         if host not in self._config.allowed_git_hosts and not loopback_ok:
             raise RepositoryNotAllowed(f"Repository host {host!r} is not an allowed git provider host")
+        # The user's token goes to this URL: only the scheme's default port of the allowed host.
+        if port is not None and port != {"https": 443, "http": 80, "git": 9418}[parts.scheme] and not loopback_ok:
+            raise RepositoryNotAllowed("Repository URL must use the host's default port")
+        provider = self._provider_of(host, git_provider, loopback=loopback_ok)
         self._check_host_addresses(host, allow_loopback=loopback_ok)
-        provider = git_provider.value if git_provider else self._provider_for_host(host)
         slug = parts.path.strip("/").removesuffix(".git")
         is_provider_host = host == self._config.git_provider_hosts.get(provider) and port is None
         display_name = slug if is_provider_host and _SLUG.match(slug) else repository
-        return RepositoryLocation(repository, display_name, _repository_name(parts.path), provider)
+        return RepositoryLocation(
+            repository, display_name, _repository_name(parts.path), provider, provider_token_key(provider, host)
+        )
+
+    def _provider_of(self, host: str, git_provider: GitProvider | None, *, loopback: bool = False) -> str:
+        """The provider is the host's; a `git_provider` that names another one is refused, so a
+        provider's token never goes to another provider's (or an enterprise) host."""
+        provider = self._provider_for_host(host)
+        if git_provider is None or git_provider.value == provider:
+            return provider
+        if loopback:  # the local stack's own git server stands in for any provider
+            return git_provider.value
+        raise GitProviderMismatch(
+            f"git_provider {git_provider.value!r} does not match the repository's host {host!r} "
+            f"({provider}); leave git_provider out or give a repository on a {git_provider.value} host"
+        )
 
     def _provider_for_host(self, host: str) -> str:
         for provider, provider_host in self._config.git_provider_hosts.items():

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
+from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowNotWaiting
 from conversation_service.logic.clock import now_iso, seconds_since
-from conversation_service.logic.repositories import provider_username
+from conversation_service.logic.repositories import clone_url_host, provider_token_key, provider_username
 from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.logic.workflow import sandbox_token_hash
 from conversation_service.models.context import (
@@ -40,6 +44,40 @@ class SandboxNoLongerWanted(ServiceError):
     default_message = "This conversation is no longer starting; stop the sandbox"
 
 
+class SandboxAddressRefused(ServiceError):
+    status_code = 400
+    msg_id = "SANDBOX$AGENT_SERVER_ADDRESS_REFUSED"
+    default_message = "The agent-server URL must be this sandbox's own address"
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def checked_agent_server_url(reported: str, own_hosts: frozenset[str]) -> str:
+    """`http://<host>:<port>` when `reported` is exactly that, with the sandbox's own host (its
+    task's private IPv4 on AWS, loopback locally); SandboxAddressRefused otherwise. The URL is
+    where the service (and users following it) will send the session key."""
+    try:
+        parts = urlsplit(reported)
+        port = parts.port
+    except ValueError:
+        raise SandboxAddressRefused("The agent-server URL is not a URL") from None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme != "http"
+        or parts.username is not None
+        or parts.password is not None
+        or port is None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise SandboxAddressRefused("The agent-server URL must be http://<address>:<port> and nothing more")
+    if host not in own_hosts:
+        raise SandboxAddressRefused()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class SandboxChannel:
     def __init__(
         self,
@@ -48,12 +86,25 @@ class SandboxChannel:
         context: ContextStore,
         secret_box: SecretBox,
         engine: WorkflowEngine,
+        fleet: SandboxFleet,
+        agent_server_address: str = "task",
     ) -> None:
+        """`agent_server_address`: "task" (the ECS task's own private IPv4) or "loopback"."""
         self._conversations = conversations
         self._users = users
         self._context = context
         self._secret_box = secret_box
         self._engine = engine
+        self._fleet = fleet
+        self._agent_server_address = agent_server_address
+
+    def _own_hosts(self, conversation: Conversation) -> frozenset[str]:
+        if self._agent_server_address == "loopback":
+            return LOOPBACK_HOSTS
+        address = self._fleet.private_address(conversation.task_arn) if conversation.task_arn else None
+        if not address:
+            raise SandboxAddressRefused("This sandbox's task has no network address yet")
+        return frozenset({address})
 
     def authenticate(self, authorization: str | None) -> Conversation:
         scheme, _, token = (authorization or "").partition(" ")
@@ -87,13 +138,16 @@ class SandboxChannel:
         user_secrets = self._users.open_secrets(settings) if settings else None
         repository = None
         if context.repository:
+            # Per provider, per host for enterprise: the token only goes to its own host.
+            host = clone_url_host(context.repository.clone_url)
+            token_key = provider_token_key(context.repository.git_provider, host)
             repository = SandboxRepository(
                 clone_url=context.repository.clone_url,
                 name=context.repository.name,
                 branch=context.repository.branch,
                 commit=context.repository.commit,
                 username=provider_username(context.repository.git_provider),
-                password=user_secrets.provider_tokens.get(context.repository.git_provider) if user_secrets else None,
+                password=user_secrets.provider_tokens.get(token_key) if user_secrets else None,
             )
         return SandboxContext(
             conversation_id=conversation.conversation_id,
@@ -140,12 +194,19 @@ class SandboxChannel:
         elif event.type == "heartbeat":
             self._engine.heartbeat(task_token)
         elif event.type == "ready":
-            ready = SandboxReady.model_validate(event.model_dump(include=set(SandboxReady.model_fields)))
+            reported = event.model_dump(include=set(SandboxReady.model_fields))
+            try:
+                ready = SandboxReady.model_validate(reported)
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise InvalidRequest(f"Invalid ready report: {where}: {first['msg']}") from None
+            url = checked_agent_server_url(ready.agent_server_url, self._own_hosts(conversation))
             if event.session_api_key:  # a warm sandbox's own key replaces the one the context carried
                 sealed = self._secret_box.seal({"session_api_key": event.session_api_key}, owner=conversation.user_id)
                 if not self._conversations.update_starting(conversation_id, sealed_session_api_key=sealed):
                     raise SandboxNoLongerWanted()
-            self._engine.succeed(task_token, ready.model_dump())
+            self._engine.succeed(task_token, ready.model_copy(update={"agent_server_url": url}).model_dump())
         else:
             code = event.error_code if event.error_code in SANDBOX_ERROR_CODES else "INTERNAL"
             details = dict(event.details or {})

@@ -5,9 +5,10 @@ from __future__ import annotations
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_iso
-from conversation_service.models.api import SettingsUpdate, SettingsView
+from conversation_service.logic.repositories import provider_token_key
+from conversation_service.models.api import GitProvider, SettingsUpdate, SettingsView
 from conversation_service.models.domain import KNOWN_AGENTS, AgentDefaults, UserSecrets, UserSettings
-from conversation_service.models.errors import AgentNotFound, SettingsNotFound
+from conversation_service.models.errors import AgentNotFound, InvalidRequest, SettingsNotFound
 
 _PLAIN_FIELDS = (
     "agent",
@@ -43,11 +44,20 @@ class SettingsService:
         settings = current.model_copy(update={**changes, "updated_at": now_iso()})
         if update.llm_api_key is not None:
             secrets.llm_api_key = update.llm_api_key or None
-        for provider, token in (update.provider_tokens or {}).items():
+        tokens = {provider.value: token for provider, token in (update.provider_tokens or {}).items()}
+        if GitProvider.ENTERPRISE.value in tokens:
+            raise InvalidRequest(
+                'Enterprise tokens are kept per host: give them as enterprise_tokens {"<host>": "<token>"}'
+            )
+        for host, token in (update.enterprise_tokens or {}).items():
+            if host.lower() not in self._config.git_extra_hosts:
+                raise InvalidRequest(f"{host!r} is not one of the configured enterprise git hosts")
+            tokens[provider_token_key(GitProvider.ENTERPRISE.value, host)] = token
+        for key, token in tokens.items():
             if token:
-                secrets.provider_tokens[provider.value] = token
+                secrets.provider_tokens[key] = token
             else:
-                secrets.provider_tokens.pop(provider.value, None)
+                secrets.provider_tokens.pop(key, None)
         self._users.save_settings(settings, secrets)
         return self._view(settings)
 

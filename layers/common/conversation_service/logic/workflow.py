@@ -15,6 +15,7 @@ from typing import Any
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
+from conversation_service.dal.sandbox_tokens import CIPHERTEXT_VARIABLE, SandboxTokenSealer
 from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed, SandboxLaunchThrottled
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
@@ -63,9 +64,11 @@ class CreationWorkflow:
         context: ContextStore,
         fleet: SandboxFleet,
         engine: WorkflowEngine,
+        token_sealer: SandboxTokenSealer,
         pool: WarmPool | None = None,
     ) -> None:
         self._config = config
+        self._token_sealer = token_sealer
         self._conversations = conversations
         self._users = users
         self._context = context
@@ -189,10 +192,11 @@ class CreationWorkflow:
             context_delivered=False,
         ):
             raise ConversationNotStarting(conversation_id)
+        # Sealed for the task role: RunTask's overrides are visible to ECS readers and CloudTrail.
         environment = {
             "CONVERSATION_ID": conversation_id,
             "SANDBOX_API_URL": self._config.sandbox_api_url,
-            "SANDBOX_TOKEN": token,
+            CIPHERTEXT_VARIABLE: self._token_sealer.seal(token, conversation_id=conversation_id),
         }
         # Warm: an idle pool sandbox takes exactly this environment from its assignment, so
         # from here on it is the same sandbox a cold RunTask would have started.

@@ -190,6 +190,10 @@ class SettingsUpdate(StrictModel):
     provider_tokens: dict[GitProviderField, Annotated[str, Field(max_length=10_000)]] | None = Field(
         default=None, repr=False
     )
+    # Enterprise git hosts each have their own token: {"git.corp.example": "<token>"}.
+    enterprise_tokens: dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=10_000)]] | None = (
+        Field(default=None, repr=False, max_length=50)
+    )
     sandbox_base_container_image: str | None = Field(default=None, max_length=500)
     authorized_event_sources: (
         list[Annotated[str, Field(min_length=1, max_length=256, pattern=EVENT_SOURCE_PATTERN)]] | None

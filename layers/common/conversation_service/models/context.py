@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AgentConfig(BaseModel):
@@ -109,6 +110,31 @@ SANDBOX_ERROR_CODES = (
 )
 
 
+# Caps on what a sandbox may report: everything it sends is written by code the repository
+# controls, and ends up in the conversation's item, its events and the API's answers.
+MAX_SANDBOX_REPORT_BYTES = 64 * 1024
+MAX_SANDBOX_REPORT_DEPTH = 8
+MAX_SANDBOX_DETAILS_BYTES = 16 * 1024
+MAX_SANDBOX_DETAILS_DEPTH = 4
+AgentConversationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+MicroagentName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def json_nesting_depth(value: Any, limit: int) -> int:
+    """How deep a parsed JSON value nests, counted up to `limit + 1` (iterative: it cannot run
+    out of stack however deep the value is)."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                break
+            pending.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 class SandboxEvent(BaseModel):
     """One report from a sandbox. Fields beyond `type` depend on it."""
 
@@ -116,11 +142,11 @@ class SandboxEvent(BaseModel):
 
     type: Literal["phase", "heartbeat", "ready", "failed"]
     phase: str | None = Field(default=None, max_length=100)
-    agent_server_url: str | None = Field(default=None, max_length=500)
-    agent_conversation_id: str | None = Field(default=None, max_length=200)
+    agent_server_url: str | None = Field(default=None, max_length=300)
+    agent_conversation_id: AgentConversationId | None = None
     workspace_dir: str | None = Field(default=None, max_length=1000)
-    commit: str | None = Field(default=None, max_length=64)
-    microagents: list[str] = Field(default_factory=list, max_length=500)
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    microagents: list[MicroagentName] = Field(default_factory=list, max_length=500)
     error_code: str | None = Field(default=None, max_length=100)
     message: str | None = Field(default=None, max_length=4000)
     details: dict[str, Any] | None = None
@@ -128,12 +154,24 @@ class SandboxEvent(BaseModel):
     # itself before it had a conversation). Sealed onto the conversation; never in task output.
     session_api_key: str | None = Field(default=None, min_length=16, max_length=200, repr=False)
 
+    @field_validator("details")
+    @classmethod
+    def _bounded_details(cls, details: dict[str, Any] | None) -> dict[str, Any] | None:
+        if details is None:
+            return None
+        if json_nesting_depth(details, MAX_SANDBOX_DETAILS_DEPTH) > MAX_SANDBOX_DETAILS_DEPTH:
+            raise ValueError(f"details may nest at most {MAX_SANDBOX_DETAILS_DEPTH} levels")
+        if len(json.dumps(details, default=str)) > MAX_SANDBOX_DETAILS_BYTES:
+            raise ValueError(f"details may be at most {MAX_SANDBOX_DETAILS_BYTES} bytes of JSON")
+        return details
+
 
 class SandboxReady(BaseModel):
-    """What a ready sandbox hands the workflow (task output: no secrets)."""
+    """What a ready sandbox hands the workflow (task output: no secrets). `agent_server_url` is
+    the checked, normalised `http://<the task's own address>:<port>`."""
 
-    agent_server_url: str
-    agent_conversation_id: str
-    workspace_dir: str | None = None
+    agent_server_url: str = Field(max_length=300)
+    agent_conversation_id: AgentConversationId
+    workspace_dir: str | None = Field(default=None, max_length=1000)
     commit: str | None = None
-    microagents: list[str] = Field(default_factory=list)
+    microagents: list[MicroagentName] = Field(default_factory=list, max_length=500)

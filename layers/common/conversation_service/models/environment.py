@@ -73,6 +73,7 @@ class LaunchSandboxEnvironment(StoreEnvironment):
     SANDBOX_SUBNET_IDS: CommaList
     SANDBOX_SECURITY_GROUP_IDS: CommaList
     SANDBOX_API_URL: Url
+    SANDBOX_TOKEN_KEY_ID: Arn  # the sandbox token is sealed for the task role under this key
     POOL_TABLE: Name  # claims an idle pool sandbox first
 
 
@@ -98,6 +99,7 @@ class StopsSandboxEnvironment(StoreEnvironment):
 class SandboxApiEnvironment(StoreEnvironment, ChannelEnvironment):
     CONTEXT_BUCKET: Name
     SECRETS_KEY_ID: Name
+    SANDBOX_CLUSTER_ARN: Arn  # a ready sandbox's address is its task's (DescribeTasks)
 
 
 class EventIntakeEnvironment(CreationEnvironment):

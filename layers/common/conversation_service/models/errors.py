@@ -65,6 +65,10 @@ class RepositoryNotAllowed(ServiceError):
     default_message = "Repository URL is not allowed"
 
 
+class GitProviderMismatch(RepositoryNotAllowed):
+    default_message = "git_provider does not match the repository's host"
+
+
 class RepositoryNotAccessible(ServiceError):
     msg_id = "STATUS$GIT_PROVIDER_AUTHENTICATION_ERROR"
     default_message = "Unable to verify access to the repository"
