@@ -21,6 +21,7 @@ from conversation_service.logic.identity import api_key_hash
 from conversation_service.models.api import CreateConversationRequest
 from conversation_service.models.context import SandboxEvent, SandboxReady
 from conversation_service.models.domain import Conversation
+from conversation_service.models.pool import PoolIdleReport
 
 from tests.helpers import FakeLambdaContext
 from tests.unit.support import call_api
@@ -105,3 +106,12 @@ def test_sandbox_api_events_are_proxy_events_for_its_routes() -> None:
     for event in (context, report):
         assert event.headers["Authorization"].startswith("Bearer ")
         assert "authorizer" not in event.raw_event["requestContext"], "the sandbox API has no API-key authorizer"
+
+
+def test_the_pool_events_feed_their_handlers_models() -> None:
+    idle = APIGatewayProxyEvent(load("sandbox_pool_idle.json"))
+    assert (idle.http_method, idle.path) == ("POST", "/sandbox/v1/pool/idle")
+    assert idle.headers["Authorization"].startswith("Bearer ")
+    PoolIdleReport.model_validate_json(idle.body or "")
+    schedule = load("pool_reconciler.json")
+    assert schedule["detail-type"] == "Scheduled Event" and schedule["source"] == "aws.events"

@@ -16,7 +16,9 @@ MAX_JSON_DEPTH = 64
 # Lambda's limit for a synchronous invocation's payload: a larger body cannot be ours.
 MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A string literal, unrolled (runs of plain characters between escapes): one alternation per
+# character made a 6 MB string take seconds to skip.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
 
