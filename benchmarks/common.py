@@ -74,7 +74,7 @@ class CallCounter:
     def attach(self, *clients: Any) -> CallCounter:
         for client in clients:
             if id(client) in self._attached:
-                continue  # the idempotency store shares the dynamodb client: count once
+                continue  # a client attached twice counts once
             self._attached.add(id(client))
             client.meta.events.register("before-parameter-build", self._record)
         return self

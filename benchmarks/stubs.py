@@ -33,7 +33,6 @@ def service_with_stub_remote(module: Any) -> Any:
     from conversation_service import services
     from conversation_service.config import get_config
     from conversation_service.dal.context_store import ContextStore
-    from conversation_service.dal.idempotency import idempotency_store
     from conversation_service.logic.conversations import ConversationService
     from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
 
@@ -43,7 +42,6 @@ def service_with_stub_remote(module: Any) -> Any:
         services.conversation_store(),
         services.user_store(),
         ContextStore(config.context_bucket),
-        idempotency_store(config.idempotency_table),
         resolver=RepositoryResolver(config, resolve_addresses=public_dns),
         verifier=RepositoryVerifier(config, read_refs=remote_refs),
     )

@@ -1,6 +1,6 @@
 """Warm create: the ApiFunction handler's own time per POST /api/conversations, AWS answered
 in-process by moto (`mock_aws`), and the AWS calls one create makes, counted with botocore hooks
-on the service's shared clients (the idempotency store shares the DynamoDB client).
+on the service's shared clients.
 
 Requests go round-robin over a small set of users with the template's default limit (3) and
 policy (close_oldest): each user's first three creates take a free slot, every later one closes
@@ -242,8 +242,14 @@ def _put_item_baseline(stack: Any, requests: int) -> list[float]:
     from conversation_service.dal import aws
 
     client = aws.client("dynamodb")
-    # A table no create transaction touches: the items written here must not slow the others.
-    table = stack.resources.physical["IdempotencyTable"]
+    # A table of its own, which no create touches: the items written here must not slow the others.
+    table = "warm-create-baseline"
+    client.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    )
     times = []
     for index in range(requests):
         item = {"id": {"S": f"baseline#{index}"}, "value": {"S": "x" * 200}}

@@ -270,6 +270,5 @@ def openapi_schema() -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if (refusal := refuse_unreadable_body(event)) is not None:
         return refusal
-    conversation_service().register_lambda_context(context)
     agent_channel().register_lambda_context(context)
     return app.resolve(event, context)

@@ -36,6 +36,36 @@ def _substituted() -> dict[str, Any]:
     return dict(json.loads(re.sub(r"\$\{(\w+)\}", lambda match: sample[match.group(1)], text)))
 
 
+def test_the_file_is_json_before_substitution() -> None:
+    """Editors, linters and diff tools read the file as it is: every placeholder sits in a string."""
+    json.loads(ASL_PATH.read_text())
+
+
+def _seconds(definition: dict[str, Any], state: dict[str, Any], field: str) -> int:
+    """`<field>Seconds` of a state, or the number its `<field>SecondsPath` points at: a field of the
+    SandboxTimeouts Pass state, converted there from its quoted substitution."""
+    if f"{field}Seconds" in state:
+        return int(state[f"{field}Seconds"])
+    path = state[f"{field}SecondsPath"]
+    timeouts = definition["States"]["SandboxTimeouts"]
+    prefix = f"{timeouts['ResultPath']}."
+    assert path.startswith(prefix), path
+    intrinsic = timeouts["Parameters"][f"{path.removeprefix(prefix)}.$"]
+    match = re.fullmatch(r"States\.StringToJson\('(\d+)'\)", intrinsic)
+    assert match, intrinsic
+    return int(match.group(1))
+
+
+def test_the_sandbox_timeouts_are_set_before_the_state_that_reads_them() -> None:
+    definition = _substituted()
+    assert definition["StartAt"] == "SandboxTimeouts"
+    assert definition["States"]["SandboxTimeouts"]["Type"] == "Pass"
+    parameters = load_template()["Parameters"]
+    launch = definition["States"]["LaunchSandbox"]
+    assert _seconds(definition, launch, "Timeout") == parameters["SandboxStartTimeoutSeconds"]["Default"]
+    assert _seconds(definition, launch, "Heartbeat") == parameters["SandboxHeartbeatSeconds"]["Default"]
+
+
 def test_definition_uri_points_at_the_asl_file() -> None:
     assert (ROOT / _state_machine()["DefinitionUri"]).resolve() == ASL_PATH.resolve()
 
@@ -46,13 +76,14 @@ def test_every_placeholder_has_a_substitution_and_back() -> None:
 
 
 def test_every_task_has_a_catch_and_a_timeout() -> None:
-    states = _substituted()["States"]
+    definition = _substituted()
+    states = definition["States"]
     tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
     assert tasks
     for name, state in tasks.items():
         assert state.get("Catch"), f"{name} has no Catch"
         assert any("States.ALL" in rule["ErrorEquals"] for rule in state["Catch"]), name
-        assert "TimeoutSeconds" in state, f"{name} has no TimeoutSeconds"
+        assert _seconds(definition, state, "Timeout") > 0, f"{name} has no timeout"
 
 
 def test_the_workflow_has_an_overall_timeout_and_waits_with_a_heartbeat() -> None:
@@ -60,7 +91,7 @@ def test_the_workflow_has_an_overall_timeout_and_waits_with_a_heartbeat() -> Non
     assert definition["TimeoutSeconds"] > 0
     launch = definition["States"]["LaunchSandbox"]
     assert launch["Resource"].endswith("waitForTaskToken")
-    assert launch["HeartbeatSeconds"] < launch["TimeoutSeconds"]
+    assert 0 < _seconds(definition, launch, "Heartbeat") < _seconds(definition, launch, "Timeout")
 
 
 def test_every_path_ends_running_or_in_record_failure() -> None:
@@ -85,3 +116,27 @@ def test_statelint_is_clean(tmp_path: Path) -> None:
     definition.write_text(json.dumps(_substituted()))
     result = subprocess.run([str(statelint), str(definition)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_state_machine_retries_exactly_the_errors_the_steps_raise() -> None:
+    """Names in Retry clauses other than Step Functions' and Lambda's own are the workflow errors
+    that models/errors.py declares retryable, and a step that raises them lists them."""
+    from conversation_service.models.errors import WORKFLOW_STEP_ERRORS, RetryableError, SandboxLaunchThrottled
+
+    states = _substituted()["States"]
+    retryable = {name for name, error in WORKFLOW_STEP_ERRORS.items() if error.retryable}
+    assert retryable, "no retryable workflow error"
+    named: dict[str, set[str]] = {}
+    for state_name, state in states.items():
+        for rule in state.get("Retry", []):
+            for error in rule["ErrorEquals"]:
+                if not error.startswith(("States.", "Lambda.")):
+                    named.setdefault(state_name, set()).add(error)
+    assert set().union(*named.values()) == retryable, named
+    # The steps whose handlers translate transient AWS failures (logic/workflow.py) retry them;
+    # LaunchSandbox retries only a throttled or capacity-starved RunTask (dal/sandboxes.py).
+    assert named == {
+        "InitializeContext": {RetryableError.__name__},
+        "LaunchSandbox": {SandboxLaunchThrottled.__name__},
+        "MarkRunning": {RetryableError.__name__},
+    }

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conversation_service import services
 from conversation_service.logic.clock import now_iso
-from conversation_service.logic.workflow import ConversationNotStarting
 from conversation_service.models.domain import ConversationStatus
+from conversation_service.models.errors import ConversationNotStarting
 
 from tests.lifecycle.conftest import CONVERSATIONS, FIRST_MESSAGE, USER, Lifecycle, lifecycle_stack
 

@@ -129,6 +129,25 @@ def test_persistent_faults_end_in_error(
     assert "Traceback" not in str(view)
 
 
+@pytest.mark.parametrize(
+    ("service", "operation"),
+    [
+        ("s3", "PutObject"),  # InitializeContext: the agent context
+        ("dynamodb", "UpdateItem"),  # InitializeContext's phase, or MarkRunning
+    ],
+)
+def test_a_transient_failure_past_botocores_retries_is_retried_by_the_state_machine(
+    harness: WorkflowHarness, faults: FaultInjector, tmp_path: Path, service: str, operation: str
+) -> None:
+    """A step translates a transient AWS failure (throttling, 5xx, timeout) into RetryableError,
+    the one error the state machine's Retry names: the step runs again and the conversation starts."""
+    rule = faults.add(service, operation, "5xx", times=1)
+    conversation_id = start(harness, tmp_path)
+    run_sandbox(harness, sandbox_token(harness, conversation_id))
+    assert_clean_end(harness, conversation_id, "RUNNING")
+    assert rule.fired == 1
+
+
 def test_a_throttled_workflow_start_is_redelivered_until_it_succeeds(
     harness: WorkflowHarness, faults: FaultInjector, tmp_path: Path
 ) -> None:

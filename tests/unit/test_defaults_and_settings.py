@@ -7,6 +7,7 @@ import logging
 
 import boto3
 
+from devstack.template_resources import load_template
 from tests.helpers import api_event
 from tests.unit.support import (
     GITHUB_TOKEN,
@@ -47,12 +48,10 @@ def test_user_settings_override_the_defaults(stack) -> None:
         max_iterations=42,
         confirmation_mode=True,
         security_analyzer="invariant",
-        sandbox_base_container_image="registry.example.com/runtime:7",
     )
     view = get_conversation(create({}).body["conversation_id"]).body
     assert (view["agent"], view["max_iterations"], view["confirmation_mode"]) == ("BrowsingAgent", 42, True)
     assert view["security_analyzer"] == "invariant"
-    assert view["sandbox_image"] == "registry.example.com/runtime:7"
     assert view["llm_model"] == "anthropic/claude-sonnet-4"
 
 
@@ -121,3 +120,37 @@ def test_secrets_stay_out_of_the_logs(stack, repository, capsys, caplog) -> None
     assert logs, "the handlers log something; this test would be vacuous otherwise"
     assert LLM_KEY not in logs
     assert GITHUB_TOKEN not in logs
+
+
+# -- the sandbox image: the recorded one is the one that runs -------------------------------------
+def test_another_sandbox_image_is_refused_naming_the_one_that_runs(stack) -> None:
+    configure_user("user-1")
+    refused = save_settings({"sandbox_base_container_image": "registry.example.com/runtime:7"})
+    assert (refused.status, refused.body["msg_id"]) == (400, "CONFIGURATION$SANDBOX_IMAGE_NOT_SELECTABLE")
+    assert "ghcr.io/all-hands-ai/runtime:latest" in refused.body["message"]
+    # The image that runs is accepted (a client may send back what it was shown).
+    assert save_settings({"sandbox_base_container_image": "ghcr.io/all-hands-ai/runtime:latest"}).status == 200
+
+
+def test_a_conversation_records_the_task_definitions_image_whatever_was_stored(stack, tables) -> None:
+    """A setting stored before images were refused is not what runs, so it is not recorded."""
+    configure_user("user-1")
+    boto3.client("dynamodb").update_item(
+        TableName=tables["users"],
+        Key={"pk": {"S": "USER#user-1"}, "sk": {"S": "SETTINGS"}},
+        UpdateExpression="SET sandbox_base_container_image = :image",
+        ExpressionAttributeValues={":image": {"S": "registry.example.com/runtime:7"}},
+    )
+    view = get_conversation(create({}).body["conversation_id"]).body
+    task_definition = boto3.client("ecs").describe_task_definition(
+        taskDefinition=stack.physical["SandboxTaskDefinition"]
+    )["taskDefinition"]
+    assert view["sandbox_image"] == task_definition["containerDefinitions"][0]["image"]
+    assert call_api(api_event("GET", SETTINGS)).body["sandbox_base_container_image"] == view["sandbox_image"]
+
+
+def test_the_recorded_image_and_the_task_definitions_are_one_parameter() -> None:
+    template = load_template()
+    recorded = template["Globals"]["Function"]["Environment"]["Variables"]["DEFAULT_SANDBOX_IMAGE"]
+    containers = template["Resources"]["SandboxTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert [container["Image"] for container in containers] == [recorded]

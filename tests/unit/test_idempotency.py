@@ -1,12 +1,21 @@
-"""Idempotency-Key: a retried create returns the first answer and creates nothing new."""
+"""Idempotency-Key: a retried create returns the first answer and creates nothing new, whether
+it arrives while the first attempt runs or after the first answer was lost."""
 
 from __future__ import annotations
 
-import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 
-import boto3
+from botocore.exceptions import ReadTimeoutError
+from conversation_service import services
+from conversation_service.dal import aws
+from conversation_service.logic.conversations import keyed_conversation_id
+from conversation_service.models.api import CreateConversationRequest
 
-from tests.unit.support import configure_user, conversation_items, create
+from benchmarks.common import CallCounter
+from tests.helpers import api_event
+from tests.unit.support import CONVERSATIONS, active_counter, call_api, configure_user, conversation_items, create
 
 
 def test_the_same_key_and_body_returns_the_first_response(user, tables) -> None:
@@ -44,13 +53,89 @@ def test_different_users_with_the_same_key_are_independent(user, tables) -> None
     assert owners == ["user-1", "user-2"]
 
 
-def test_a_key_is_remembered_for_24_hours(user, tables) -> None:
-    before = int(time.time())
-    create({}, headers={"Idempotency-Key": "key-ttl"})
-    records = boto3.client("dynamodb").scan(TableName=tables["idempotency"])["Items"]
-    assert len(records) == 1
-    expires = int(records[0]["expiration"]["N"])
-    assert before + 86400 <= expires <= int(time.time()) + 86400 + 5
+def test_the_keyed_id_derives_from_user_and_key(user, tables) -> None:
+    first = create({}, headers={"Idempotency-Key": "key-id"})
+    assert first.body["conversation_id"] == keyed_conversation_id("user-1", "key-id")
+    assert uuid.UUID(hex=first.body["conversation_id"]).version == 5
+
+
+def test_a_key_is_remembered_as_long_as_its_conversation_exists(user, tables) -> None:
+    first = create({"initial_user_msg": "hello"}, headers={"Idempotency-Key": "key-stop"})
+    stopped = call_api(api_event("POST", f"{CONVERSATIONS}/{first.body['conversation_id']}/stop"))
+    assert stopped.status == 200, stopped.body
+    again = create({"initial_user_msg": "hello"}, headers={"Idempotency-Key": "key-stop"})
+    assert (again.status, again.body) == (200, first.body)
+    assert len(conversation_items(tables["conversations"])) == 1
+
+
+def test_a_retry_inside_the_first_invocation_gets_the_first_answer(user, tables) -> None:
+    """The retry runs while the first attempt is between its read and its write (it arrives
+    through a hook on the first attempt's transaction): both answer 200 with one conversation,
+    where an in-progress record answered the retry 409."""
+    dynamodb = aws.client("dynamodb")
+    body = CreateConversationRequest(initial_user_msg="hello")
+    answers = []
+
+    def retry_now(**_: Any) -> None:
+        dynamodb.meta.events.unregister("before-call.dynamodb.TransactWriteItems", retry_now)
+        answers.append(services.conversation_service().create("user-1", body, "key-race"))
+
+    dynamodb.meta.events.register("before-call.dynamodb.TransactWriteItems", retry_now)
+    try:
+        answers.append(services.conversation_service().create("user-1", body, "key-race"))
+    finally:
+        dynamodb.meta.events.unregister("before-call.dynamodb.TransactWriteItems", retry_now)
+    assert len(answers) == 2 and answers[0] == answers[1]
+    assert len(conversation_items(tables["conversations"])) == 1
+    assert active_counter(tables["users"], "user-1") == 1
+
+
+def test_a_retry_after_a_lost_answer_gets_the_first_answer(user, tables) -> None:
+    """The transaction is applied but its answer never arrives (botocore gave up): the client
+    is told 500, and its retry with the same key answers the conversation that was written."""
+    dynamodb = aws.client("dynamodb")
+
+    def lose_the_answer(**_: Any) -> None:
+        raise ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com/")
+
+    dynamodb.meta.events.register("after-call.dynamodb.TransactWriteItems", lose_the_answer)
+    try:
+        first = create({"initial_user_msg": "hello"}, headers={"Idempotency-Key": "key-lost"})
+    finally:
+        dynamodb.meta.events.unregister("after-call.dynamodb.TransactWriteItems", lose_the_answer)
+    assert first.status == 500
+    written = [item["conversation_id"]["S"] for item in conversation_items(tables["conversations"])]
+    assert written == [keyed_conversation_id("user-1", "key-lost")]
+    retry = create({"initial_user_msg": "hello"}, headers={"Idempotency-Key": "key-lost"})
+    assert retry.status == 200, retry.body
+    assert retry.body["conversation_id"] == written[0]
+    assert len(conversation_items(tables["conversations"])) == 1
+
+
+def _aws_calls(action: Callable[[], Any]) -> list[str]:
+    counter = CallCounter().attach(aws.client("dynamodb"), aws.client("kms"), aws.client("s3"))
+    try:
+        action()
+    finally:
+        counter.detach(aws.client("dynamodb"), aws.client("kms"), aws.client("s3"))
+    return [f"{call.service}:{call.operation}" for call in counter.calls]
+
+
+def test_aws_calls_of_a_create_free_at_the_limit_and_replayed(user, tables) -> None:
+    # Settings and the active count come in one read; at the limit the replacing transaction is
+    # the first write (no refused insert first); a replay is that one read.
+    assert _aws_calls(lambda: create({}, headers={"Idempotency-Key": "k1"})) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:TransactWriteItems",
+    ]
+    create({})
+    create({})
+    assert _aws_calls(lambda: create({})) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:Query",
+        "dynamodb:TransactWriteItems",
+    ]
+    assert _aws_calls(lambda: create({}, headers={"Idempotency-Key": "k1"})) == ["dynamodb:BatchGetItem"]
 
 
 def test_a_refused_request_can_be_retried_with_the_same_key(stack, tables) -> None:

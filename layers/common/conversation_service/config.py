@@ -55,8 +55,10 @@ class ServiceConfig(BaseModel):
     git_url_rewrites: dict[str, str] = Field(default_factory=dict)
 
     default_runtime: str = "fargate"
+    idempotency_ttl_seconds: int = 86400  # a message's Idempotency-Key (logic/idempotency.py)
+    # The image the sandbox task definition runs (both are the template's SandboxImage): what
+    # every conversation records; users cannot choose another (logic/settings.py says why).
     default_sandbox_image: str = "ghcr.io/all-hands-ai/runtime:latest"
-    idempotency_ttl_seconds: int = 86400
     setup_script_timeout_seconds: int = 600
     sandbox_start_timeout_seconds: int = 1800
     # A conversation STARTING and untouched for this long has no workflow left to finish it

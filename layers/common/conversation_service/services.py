@@ -51,7 +51,6 @@ def conversation_service() -> ConversationService:
         conversation_store(),
         user_store(),
         ContextStore(config.context_bucket),
-        idempotency_store(config.idempotency_table),
     )
 
 

@@ -9,17 +9,31 @@ Keys: `conversation_id`. Indexes: `ByUser` (user_id, created_at) for listings an
 
 from __future__ import annotations
 
+import random
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from conversation_service.dal.aws import THROTTLING_CODES, client, error_code, from_item, to_attribute, to_item
-from conversation_service.dal.users import quota_key
-from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus, TimelineEntry
+from conversation_service.dal.users import active_count_from_item, quota_key, settings_from_item, settings_key
+from conversation_service.models.domain import (
+    ACTIVE_STATUSES,
+    Conversation,
+    ConversationStatus,
+    TimelineEntry,
+    UserSettings,
+)
 
 
 class ConversationIdTaken(Exception):
-    """The generated id already exists (astronomically rare; the caller draws another)."""
+    """The id already exists: a drawn id collided (astronomically rare; the caller draws another),
+    or a keyed create finds the conversation its first attempt wrote (`existing`, as stored)."""
+
+    def __init__(self, existing: Conversation | None = None) -> None:
+        super().__init__("conversation id taken")
+        self.existing = existing
 
 
 class ActiveLimitReached(Exception):
@@ -33,7 +47,19 @@ class ConversationNoLongerActive(Exception):
 
 
 class WriteContention(Exception):
-    """DynamoDB asked us to retry (throttling or a conflicting transaction)."""
+    """DynamoDB asked us to retry (throttling, a conflicting transaction, unprocessed keys)."""
+
+
+@dataclass(frozen=True)
+class CreationSnapshot:
+    """What a create needs to know before it writes, read in one BatchGetItem."""
+
+    settings: UserSettings | None
+    active_count: int
+    existing: Conversation | None  # the conversation already stored under a keyed create's id
+
+
+SNAPSHOT_READ_ATTEMPTS = 4
 
 
 class ConversationChanged(Exception):
@@ -127,23 +153,37 @@ class ConversationStore:
         return self._conversation(items[0]) if items else None
 
     # -- creation --------------------------------------------------------------------------
+    def creation_snapshot(self, user_id: str, conversation_id: str | None = None) -> CreationSnapshot:
+        """The user's settings and active count and, for a keyed create, the conversation under
+        its id: one strongly consistent BatchGetItem across both tables."""
+        user_keys = [settings_key(user_id), quota_key(user_id)]
+        request: dict[str, Any] = {self._users_table: {"Keys": user_keys, "ConsistentRead": True}}
+        if conversation_id is not None:
+            keys = [{"conversation_id": {"S": conversation_id}}]
+            request[self.table_name] = {"Keys": keys, "ConsistentRead": True}
+        found: dict[str, list[dict[str, Any]]] = {}
+        for attempt in range(SNAPSHOT_READ_ATTEMPTS):
+            response = client("dynamodb").batch_get_item(RequestItems=request)
+            for table, items in response.get("Responses", {}).items():
+                found.setdefault(table, []).extend(items)
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(0.02 * 2**attempt * random.random())
+        else:
+            raise WriteContention("UnprocessedKeys")
+        by_sort_key = {item["sk"]["S"]: item for item in found.get(self._users_table, [])}
+        settings = by_sort_key.get(settings_key(user_id)["sk"]["S"])
+        conversations = found.get(self.table_name, [])
+        return CreationSnapshot(
+            settings=settings_from_item(settings) if settings else None,
+            active_count=active_count_from_item(by_sort_key.get(quota_key(user_id)["sk"]["S"], {})),
+            existing=self._conversation(conversations[0]) if conversations else None,
+        )
+
     def insert_within_limit(self, conversation: Conversation, limit: int) -> None:
         """Write a new STARTING conversation and take one of the user's `limit` active slots."""
-        self._transact(
-            [
-                self._put_new(conversation),
-                {
-                    "Update": {
-                        "TableName": self._users_table,
-                        "Key": quota_key(conversation.user_id),
-                        "UpdateExpression": "ADD active_count :one",
-                        "ConditionExpression": "attribute_not_exists(active_count) OR active_count < :limit",
-                        "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": str(limit)}},
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }
-                },
-            ]
-        )
+        self._transact([self._put_new(conversation), self._take_slot(conversation.user_id, limit)], slot_index=1)
 
     def insert_replacing(self, conversation: Conversation, victim: Conversation, *, reason: str, at: str) -> None:
         """Write a new conversation and close `victim` in its place: the active count is unchanged."""
@@ -443,17 +483,8 @@ class ConversationStore:
     def reactivate_within_limit(self, conversation: Conversation, limit: int, *, at: str, last_active_at: int) -> int:
         """Start a STOPPED/ERROR conversation again, as its next run, taking one of the user's
         `limit` slots. Returns the new run. Raises ConversationChanged, ActiveLimitReached."""
-        take_slot = {
-            "Update": {
-                "TableName": self._users_table,
-                "Key": quota_key(conversation.user_id),
-                "UpdateExpression": "ADD active_count :one",
-                "ConditionExpression": "attribute_not_exists(active_count) OR active_count < :limit",
-                "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": str(limit)}},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        }
-        self._transact_as_read([self._reactivate_update(conversation, at, last_active_at), take_slot])
+        take_slot = self._take_slot(conversation.user_id, limit)
+        self._transact_as_read([self._reactivate_update(conversation, at, last_active_at), take_slot], slot_index=1)
         return conversation.run + 1
 
     def reactivate_replacing(
@@ -533,7 +564,7 @@ class ConversationStore:
             }
         }
 
-    def _transact_as_read(self, items: list[dict[str, Any]]) -> None:
+    def _transact_as_read(self, items: list[dict[str, Any]], *, slot_index: int | None = None) -> None:
         """`_transact` where items[0] writes the conversation as the caller read it: its failed
         condition means the conversation changed (ConversationChanged)."""
         try:
@@ -544,7 +575,7 @@ class ConversationStore:
                 reasons = error.response.get("CancellationReasons", [])
                 if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                     raise ConversationChanged() from error
-                self._raise_cancellation(error, items)
+                self._raise_cancellation(error, items, slot_index)
             if code in THROTTLING_CODES:
                 raise WriteContention(code) from error
             raise
@@ -563,32 +594,48 @@ class ConversationStore:
                 "TableName": self.table_name,
                 "Item": to_item(values),
                 "ConditionExpression": "attribute_not_exists(conversation_id)",
+                # A keyed create that finds its conversation answers with it, with no extra read.
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
 
-    def _transact(self, items: list[dict[str, Any]]) -> None:
+    def _take_slot(self, user_id: str, limit: int) -> dict[str, Any]:
+        """The transaction item that takes one of the user's `limit` active slots."""
+        return {
+            "Update": {
+                "TableName": self._users_table,
+                "Key": quota_key(user_id),
+                "UpdateExpression": "ADD active_count :one",
+                "ConditionExpression": "attribute_not_exists(active_count) OR active_count < :limit",
+                "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": str(limit)}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+
+    def _transact(self, items: list[dict[str, Any]], *, slot_index: int | None = None) -> None:
+        """`slot_index`: the position of the `_take_slot` item, whose refusal is the limit."""
         try:
             client("dynamodb").transact_write_items(TransactItems=items)
         except ClientError as error:
             code = error_code(error)
             if code == "TransactionCanceledException":
-                self._raise_cancellation(error, items)
+                self._raise_cancellation(error, items, slot_index)
             if code in THROTTLING_CODES:
                 raise WriteContention(code) from error
             raise
 
-    def _raise_cancellation(self, error: ClientError, items: list[dict[str, Any]]) -> None:
+    def _raise_cancellation(self, error: ClientError, items: list[dict[str, Any]], slot_index: int | None) -> None:
+        """The refused condition, by the position of its item: the new conversation's Put (id
+        taken), the slot (limit reached), or another conversation's update (no longer active)."""
         reasons = error.response.get("CancellationReasons", [])
-        for item, reason in zip(items, reasons, strict=False):
+        for index, (item, reason) in enumerate(zip(items, reasons, strict=False)):
             if reason.get("Code") != "ConditionalCheckFailed":
                 continue
-            operation = next(iter(item))
-            request = item[operation]
-            if operation == "Put":
-                raise ConversationIdTaken() from error
-            if request["TableName"] == self._users_table and "ADD active_count :one" in request["UpdateExpression"]:
-                current = int(from_item(reason.get("Item", {})).get("active_count", 0))
-                raise ActiveLimitReached(current) from error
+            if "Put" in item:
+                stored = reason.get("Item")
+                raise ConversationIdTaken(self._conversation(stored) if stored else None) from error
+            if index == slot_index:
+                raise ActiveLimitReached(active_count_from_item(reason.get("Item", {}))) from error
             raise ConversationNoLongerActive() from error
         raise WriteContention("TransactionCanceledException") from error
 

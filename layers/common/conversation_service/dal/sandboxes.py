@@ -9,16 +9,7 @@ from botocore.exceptions import ClientError
 
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.aws import THROTTLING_CODES, client, error_code
-
-
-class SandboxLaunchFailed(Exception):
-    """ECS would not start the task (configuration, permissions, a bad request)."""
-
-
-class SandboxLaunchThrottled(SandboxLaunchFailed):
-    """ECS throttled RunTask or had no Fargate capacity: worth trying again after a backoff
-    (the state machine's Retry names this class)."""
-
+from conversation_service.models.errors import SandboxLaunchFailed, SandboxLaunchThrottled
 
 # RunTask `failures[].reason` values that pass with time (Fargate capacity, the account's
 # concurrent-task quota), unlike a missing task definition or a bad network configuration.

@@ -21,19 +21,27 @@ def quota_key(user_id: str) -> dict[str, Any]:
     return {"pk": {"S": user_pk(user_id)}, "sk": {"S": QUOTA_SK}}
 
 
+def settings_key(user_id: str) -> dict[str, Any]:
+    return {"pk": {"S": user_pk(user_id)}, "sk": {"S": SETTINGS_SK}}
+
+
+def settings_from_item(item: dict[str, Any]) -> UserSettings:
+    values = from_item(item)
+    return UserSettings.model_validate({key: values[key] for key in UserSettings.model_fields if key in values})
+
+
+def active_count_from_item(item: dict[str, Any]) -> int:
+    return int(from_item(item).get("active_count", 0))
+
+
 class UserStore:
     def __init__(self, table_name: str, secret_box: SecretBox) -> None:
         self.table_name = table_name
         self._secret_box = secret_box
 
     def get_settings(self, user_id: str) -> UserSettings | None:
-        response = client("dynamodb").get_item(
-            TableName=self.table_name, Key={"pk": {"S": user_pk(user_id)}, "sk": {"S": SETTINGS_SK}}
-        )
-        if "Item" not in response:
-            return None
-        values = from_item(response["Item"])
-        return UserSettings.model_validate({key: values[key] for key in UserSettings.model_fields if key in values})
+        response = client("dynamodb").get_item(TableName=self.table_name, Key=settings_key(user_id))
+        return settings_from_item(response["Item"]) if "Item" in response else None
 
     def open_secrets(self, settings: UserSettings) -> UserSecrets:
         if not settings.sealed_secrets:
@@ -57,7 +65,7 @@ class UserStore:
 
     def active_count(self, user_id: str) -> int:
         response = client("dynamodb").get_item(TableName=self.table_name, Key=quota_key(user_id), ConsistentRead=True)
-        return int(from_item(response.get("Item", {})).get("active_count", 0))
+        return active_count_from_item(response.get("Item", {}))
 
     def find_user_by_api_key_hash(self, key_hash: str) -> str | None:
         response = client("dynamodb").get_item(

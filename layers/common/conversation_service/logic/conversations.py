@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
-from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
 from conversation_service.config import ConcurrencyPolicy, ServiceConfig
 from conversation_service.dal.context_store import ContextStore
@@ -19,11 +16,12 @@ from conversation_service.dal.conversations import (
     ConversationIdTaken,
     ConversationNoLongerActive,
     ConversationStore,
+    CreationSnapshot,
     WriteContention,
 )
 from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_epoch_ms, now_iso
-from conversation_service.logic.idempotency import check_idempotency_key, make_idempotent, run_once
+from conversation_service.logic.idempotency import check_idempotency_key
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
 from conversation_service.models.api import (
     ConversationView,
@@ -47,6 +45,7 @@ from conversation_service.models.errors import (
     ConversationConflict,
     ConversationNotFound,
     EventSourceNotAuthorised,
+    IdempotencyConflict,
     InvalidRequest,
     LLMAuthenticationMissing,
     SettingsNotFound,
@@ -63,8 +62,22 @@ INLINE_REQUEST_LIMIT_BYTES = 64 * 1024
 INLINE_SEALED_MCP_LIMIT_BYTES = 64 * 1024
 
 
+# Keyed creates: the id is a function of (user, key), so every attempt with one key writes the
+# same item and the conditional Put lets exactly one of them create it.
+IDEMPOTENT_ID_NAMESPACE = uuid.UUID("5d0c3a52-5b87-4d0e-9d53-8f1f4c2b6a10")
+
+
 def new_conversation_id() -> str:
     return uuid.uuid4().hex
+
+
+def keyed_conversation_id(user_id: str, idempotency_key: str) -> str:
+    return uuid.uuid5(IDEMPOTENT_ID_NAMESPACE, json.dumps([user_id, idempotency_key])).hex
+
+
+def request_fingerprint(request: CreateConversationRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ConversationService:
@@ -74,7 +87,6 @@ class ConversationService:
         conversations: ConversationStore,
         users: UserStore,
         context: ContextStore,
-        idempotency: BasePersistenceLayer | None = None,
         *,
         resolver: RepositoryResolver | None = None,
         verifier: RepositoryVerifier | None = None,
@@ -89,14 +101,6 @@ class ConversationService:
         self._verifier = verifier or RepositoryVerifier(config)
         self._new_id = id_factory
         self._sleep = sleep
-        self._idempotency_config: IdempotencyConfig | None = None
-        self._create_once = self._make_idempotent_create(idempotency) if idempotency else None
-
-    def register_lambda_context(self, context: Any) -> None:
-        """An in-progress idempotency record then expires with this invocation's remaining time,
-        so a create that crashed mid-way does not block its Idempotency-Key for the whole TTL."""
-        if self._idempotency_config is not None:
-            self._idempotency_config.register_lambda_context(context)
 
     # -- create ------------------------------------------------------------------------------
     def create(
@@ -107,42 +111,35 @@ class ConversationService:
         *,
         event_source: str | None = None,
     ) -> CreateConversationResponse:
-        """`event_source`: the integration whose event asks for it (None: the user's own request);
+        """Create a conversation. With an Idempotency-Key the create converges: every attempt
+        with that key and body (concurrent, or after a lost answer) answers the first answer,
+        because they all write the one item whose id derives from (user, key).
+        `event_source`: the integration whose event asks for it (None: the user's own request);
         it must be one the user authorised in their settings."""
-        if idempotency_key is None or self._create_once is None:
-            return self._create(user_id, request, event_source)
-        check_idempotency_key(idempotency_key)
-        envelope = {
-            "user_id": user_id,
-            "key": idempotency_key,
-            "body": request.model_dump(mode="json", exclude_none=True),
-            "event_source": event_source,
-        }
-        return run_once(self._create_once, envelope)
-
-    def _make_idempotent_create(self, store: BasePersistenceLayer) -> Callable[..., CreateConversationResponse]:
-        def create_once(envelope: dict[str, Any]) -> CreateConversationResponse:
-            request = CreateConversationRequest.model_validate(envelope["body"])
-            return self._create(envelope["user_id"], request, envelope.get("event_source"))
-
-        wrapped, self._idempotency_config = make_idempotent(
-            create_once,
-            store,
-            key_path="[user_id, key]",
-            output_model=CreateConversationResponse,
-            expires_after_seconds=self._config.idempotency_ttl_seconds,
-        )
-        return wrapped
-
-    def _create(
-        self, user_id: str, request: CreateConversationRequest, event_source: str | None = None
-    ) -> CreateConversationResponse:
-        settings = usable_settings(self._users, user_id)
-        if event_source is not None and event_source not in settings.authorized_event_sources:
-            raise EventSourceNotAuthorised()
+        keyed_id = fingerprint = None
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            keyed_id, fingerprint = keyed_conversation_id(user_id, idempotency_key), request_fingerprint(request)
+        try:
+            snapshot = self._conversations.creation_snapshot(user_id, keyed_id)
+        except WriteContention as busy:
+            raise ConversationConflict() from busy
+        if event_source is not None:  # before any answer, a replayed one included
+            authorising = check_usable_settings(snapshot.settings)
+            if event_source not in authorising.authorized_event_sources:
+                raise EventSourceNotAuthorised()
+        if snapshot.existing is not None:
+            return _first_answer(snapshot.existing, fingerprint)
+        settings = check_usable_settings(snapshot.settings)
         repository = self._check_repository(settings, request)
-        conversation = self._new_conversation(user_id, settings, request, repository)
-        self._insert(conversation, settings)
+        conversation = self._new_conversation(user_id, settings, request, repository, keyed_id, fingerprint)
+        try:
+            self._insert(conversation, settings, snapshot)
+        except ConversationIdTaken as taken:  # a keyed create that another attempt got to first
+            existing = taken.existing or self._conversations.get(conversation.conversation_id, consistent=True)
+            if existing is None:
+                raise ConversationConflict() from taken
+            return _first_answer(existing, fingerprint)
         return CreateConversationResponse(
             conversation_id=conversation.conversation_id, conversation_status=conversation.conversation_status
         )
@@ -173,10 +170,12 @@ class ConversationService:
         settings: UserSettings,
         request: CreateConversationRequest,
         repository: ResolvedRepository | None,
+        keyed_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> Conversation:
         defaults = AgentDefaults()
         at = now_iso()
-        conversation_id = self._new_id()
+        conversation_id = keyed_id or self._new_id()
         stored_request = request.model_dump(mode="json", exclude_none=True)
         mcp_config = stored_request.pop("mcp_config", None)
         sealed_mcp_config = (
@@ -207,30 +206,41 @@ class ConversationService:
             security_analyzer=settings.security_analyzer or defaults.security_analyzer,
             llm_model=settings.llm_model or "",
             llm_base_url=settings.llm_base_url,
-            sandbox_image=settings.sandbox_base_container_image or self._config.default_sandbox_image,
+            sandbox_image=self._config.default_sandbox_image,  # the task definition's image: the one that runs
             runtime=self._config.default_runtime,
             timeline=[TimelineEntry(phase=RuntimeStatus.QUEUED.value, at=at)],
             request=stored_request,
+            request_fingerprint=fingerprint,
             sealed_mcp_config=sealed_mcp_config,
         )
 
-    def _insert(self, conversation: Conversation, settings: UserSettings) -> None:
-        """Write the conversation within the user's limit; a colliding id silently gets a fresh one.
+    def _insert(self, conversation: Conversation, settings: UserSettings, snapshot: CreationSnapshot) -> None:
+        """Write the conversation within the user's limit; a colliding drawn id silently gets a
+        fresh one (a keyed id is not redrawn: ConversationIdTaken goes to the caller).
 
-        Once the limit is seen, further attempts go straight to replacing the least recently
-        active conversation (close_oldest) instead of repeating an insert bound to fail: under a
-        burst of parallel creates every loser retries against the next oldest conversation.
+        When the limit is seen (in the snapshot's count, or by a refused insert), attempts go
+        straight to replacing the least recently active conversation (close_oldest) instead of
+        an insert bound to fail: under a burst of parallel creates every loser retries against
+        the next oldest conversation.
         """
         try:
             self._move_large_parts_to_s3(conversation)
-            self._insert_within_limit_or_replacing(conversation, settings)
+            self._insert_within_limit_or_replacing(conversation, settings, snapshot)
+        except ConversationIdTaken:
+            # A keyed create another attempt got to first: the prefix is that conversation's
+            # (this attempt's own parts have names of their own and go with it).
+            raise
         except BaseException:
             self._forget_stored_parts(conversation)  # nothing of a refused or failed creation stays
             raise
 
-    def _insert_within_limit_or_replacing(self, conversation: Conversation, settings: UserSettings) -> None:
+    def _insert_within_limit_or_replacing(
+        self, conversation: Conversation, settings: UserSettings, snapshot: CreationSnapshot
+    ) -> None:
         limit = settings.max_active_conversations or self._config.max_active_conversations
-        at_limit = False
+        at_limit = snapshot.active_count >= limit
+        if at_limit and self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
+            raise limit_error(self._config, limit, snapshot.active_count)
         for attempt in range(MAX_WRITE_ATTEMPTS):
             try:
                 if at_limit:
@@ -242,6 +252,8 @@ class ConversationService:
                     self._conversations.insert_within_limit(conversation, limit)
                     return
             except ConversationIdTaken:
+                if conversation.request_fingerprint is not None:
+                    raise
                 self._assign_new_id(conversation)
             except ActiveLimitReached as limit_reached:
                 if self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
@@ -261,6 +273,8 @@ class ConversationService:
         try:
             self._conversations.insert_replacing(conversation, victim, reason=TOO_MANY_CONVERSATIONS, at=now_iso())
         except ConversationIdTaken:
+            if conversation.request_fingerprint is not None:
+                raise
             self._assign_new_id(conversation)
             return False
         except (ConversationNoLongerActive, WriteContention):
@@ -284,12 +298,15 @@ class ConversationService:
 
     def _move_large_parts_to_s3(self, conversation: Conversation) -> None:
         prefix = f"conversations/{conversation.conversation_id}/"
+        # Attempts of one keyed create share the id: each names its parts so none overwrites another's.
+        attempt = f"-{uuid.uuid4().hex[:12]}" if conversation.request_fingerprint else ""
         if len(json.dumps(conversation.request)) > INLINE_REQUEST_LIMIT_BYTES:
-            conversation.request_s3_key = self._context.put_json(prefix + "request.json", conversation.request)
+            key = f"{prefix}request{attempt}.json"
+            conversation.request_s3_key = self._context.put_json(key, conversation.request)
             conversation.request = {}
         sealed = conversation.sealed_mcp_config
         if sealed and len(sealed) > INLINE_SEALED_MCP_LIMIT_BYTES:
-            key = prefix + "mcp_config.sealed.json"
+            key = f"{prefix}mcp_config{attempt}.sealed.json"
             conversation.sealed_mcp_config_key = self._context.put_json(key, {"sealed_mcp_config": sealed})
             conversation.sealed_mcp_config = None
 
@@ -323,7 +340,10 @@ def sealed_mcp_config_of(context: ContextStore, conversation: Conversation) -> s
 
 def usable_settings(users: UserStore, user_id: str) -> UserSettings:
     """The user's settings, if a conversation can start with them (create and start again)."""
-    settings = users.get_settings(user_id)
+    return check_usable_settings(users.get_settings(user_id))
+
+
+def check_usable_settings(settings: UserSettings | None) -> UserSettings:
     if settings is None:
         raise SettingsNotFound()
     agent = settings.agent or AgentDefaults().agent
@@ -360,3 +380,12 @@ def _default_title(conversation_id: str, request: CreateConversationRequest) -> 
     if request.suggested_task is not None:
         return request.suggested_task.title[:200] or f"Conversation {conversation_id[:5]}"
     return f"Conversation {conversation_id[:5]}"
+
+
+def _first_answer(existing: Conversation, fingerprint: str | None) -> CreateConversationResponse:
+    """The answer the first attempt of a keyed create gave, if this attempt asks the same."""
+    if fingerprint is None or existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return CreateConversationResponse(
+        conversation_id=existing.conversation_id, conversation_status=ConversationStatus.STARTING
+    )

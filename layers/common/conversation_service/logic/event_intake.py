@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from conversation_service.dal.queues import DeadLetterQueue
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.conversations import ConversationService
-from conversation_service.models.errors import RequestInProgress, ServiceError
+from conversation_service.models.errors import ServiceError
 from conversation_service.models.events import CREATE_CONVERSATION, CreateConversationDetail
 from conversation_service.observability import logger, record_rejection
 
@@ -113,8 +113,6 @@ class EventIntake:
         key = detail.idempotency_key or f"event:{event_id}"
         try:
             response = self._service.create(detail.user_id, detail.request, key, event_source=source)
-        except RequestInProgress:
-            raise  # the same event is being handled right now: let SQS deliver it again later
         except ServiceError as error:
             if error.status_code >= 500:
                 raise  # transient: SQS retries, then redrives to the dead-letter queue

@@ -8,7 +8,12 @@ from conversation_service.logic.clock import now_iso
 from conversation_service.logic.repositories import provider_token_key
 from conversation_service.models.api import GitProvider, SettingsUpdate, SettingsView
 from conversation_service.models.domain import KNOWN_AGENTS, AgentDefaults, UserSecrets, UserSettings
-from conversation_service.models.errors import AgentNotFound, InvalidRequest, SettingsNotFound
+from conversation_service.models.errors import (
+    AgentNotFound,
+    InvalidRequest,
+    SandboxImageNotSelectable,
+    SettingsNotFound,
+)
 
 _PLAIN_FIELDS = (
     "agent",
@@ -17,7 +22,6 @@ _PLAIN_FIELDS = (
     "security_analyzer",
     "llm_model",
     "llm_base_url",
-    "sandbox_base_container_image",
     "authorized_event_sources",
 )
 
@@ -36,6 +40,14 @@ class SettingsService:
     def update(self, user_id: str, update: SettingsUpdate) -> SettingsView:
         if update.agent is not None and update.agent not in KNOWN_AGENTS:
             raise AgentNotFound(f"Agent specification not found: choose one of {', '.join(sorted(KNOWN_AGENTS))}")
+        image = update.sandbox_base_container_image
+        if image is not None and image != self._config.default_sandbox_image:
+            # Every sandbox runs the task definition's image, which carries the bootstrap that
+            # holds the sandbox token and drops privileges: a user's image would run neither.
+            raise SandboxImageNotSelectable(
+                f"sandbox_base_container_image cannot be chosen: every sandbox runs "
+                f"{self._config.default_sandbox_image} (the stack's SandboxImage parameter)"
+            )
         current = self._users.get_settings(user_id) or UserSettings(user_id=user_id)
         secrets = self._users.open_secrets(current) if current.sealed_secrets else UserSecrets()
         changes = update.model_dump(include=set(_PLAIN_FIELDS), exclude_unset=True)
@@ -74,7 +86,7 @@ class SettingsService:
             llm_base_url=settings.llm_base_url,
             llm_api_key_set=settings.llm_api_key_set,
             provider_tokens_set={provider: True for provider in settings.provider_tokens_set},
-            sandbox_base_container_image=settings.sandbox_base_container_image or self._config.default_sandbox_image,
+            sandbox_base_container_image=self._config.default_sandbox_image,  # the image that runs
             authorized_event_sources=settings.authorized_event_sources,
             updated_at=settings.updated_at,
         )

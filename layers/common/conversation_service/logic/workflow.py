@@ -13,10 +13,11 @@ import secrets
 from typing import Any
 
 from conversation_service.config import ServiceConfig
+from conversation_service.dal.aws import retried_by_the_workflow
 from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import ConversationStore
 from conversation_service.dal.sandbox_tokens import CIPHERTEXT_VARIABLE, SandboxTokenSealer
-from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed, SandboxLaunchThrottled
+from conversation_service.dal.sandboxes import SandboxFleet
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
@@ -35,20 +36,17 @@ from conversation_service.models.context import (
     SandboxReady,
 )
 from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus, UserSettings
+from conversation_service.models.errors import (
+    WORKFLOW_STEP_ERRORS,
+    ConversationNotStarting,
+    SandboxLaunchFailed,
+)
 from conversation_service.observability import (
     logger,
     record_conversation_error,
     record_sandbox_start,
     record_time_to_running,
 )
-
-
-class ConversationNotStarting(Exception):
-    """The conversation left STARTING (stopped or deleted) while the workflow ran."""
-
-
-class RetryableError(Exception):
-    """A transient failure the state machine retries (its Retry names this class)."""
 
 
 def sandbox_token_hash(token: str) -> str:
@@ -95,6 +93,7 @@ class CreationWorkflow:
             )
 
     # -- step 1 ---------------------------------------------------------------------------
+    @retried_by_the_workflow
     def initialize_context(self, conversation_id: str, run: int | None = None) -> dict[str, str]:
         """`run` (from the execution name) guards every write; None: whatever run is current."""
         conversation = self._starting(conversation_id, run)
@@ -218,6 +217,7 @@ class CreationWorkflow:
         return {"task_arn": task_arn, "start": start}
 
     # -- step 3 ---------------------------------------------------------------------------
+    @retried_by_the_workflow
     def mark_running(self, conversation_id: str, sandbox: dict[str, Any], run: int | None = None) -> dict[str, str]:
         ready = SandboxReady.model_validate(sandbox)
         conversation = self._conversations.get(conversation_id, consistent=True)
@@ -290,6 +290,7 @@ class CreationWorkflow:
 
     def _classify(self, conversation: Conversation, error: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
         name = str(error.get("Error", ""))
+        raised = WORKFLOW_STEP_ERRORS.get(name)  # the step's own error, by its class
         cause = _parse_cause(error.get("Cause"))
         phase = conversation.runtime_status
         if name in SANDBOX_ERROR_CODES:
@@ -312,14 +313,14 @@ class CreationWorkflow:
                 f"The sandbox stopped reporting during {phase}; it probably crashed or lost its network.",
                 {"phase": phase},
             )
-        if name in ("SandboxLaunchFailed", SandboxLaunchThrottled.__name__):
+        if raised is not None and issubclass(raised, SandboxLaunchFailed):  # Throttled included
             return (
                 "SANDBOX_LAUNCH_FAILED",
                 "The sandbox could not be launched "
                 f"({cause.get('errorMessage', 'ECS refused the task')}); retry later.",
                 None,
             )
-        if name == "ConversationNotStarting":
+        if raised is ConversationNotStarting:
             return "STOPPED", "The conversation was closed while it was starting", None
         return (
             "INTERNAL",
@@ -353,4 +354,4 @@ def _parse_cause(cause: Any) -> dict[str, Any]:
     return {}
 
 
-__all__ = ["ConversationNotStarting", "CreationWorkflow", "RetryableError", "SandboxLaunchFailed"]
+__all__ = ["CreationWorkflow"]

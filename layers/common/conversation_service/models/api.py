@@ -194,7 +194,11 @@ class SettingsUpdate(StrictModel):
     enterprise_tokens: dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=10_000)]] | None = (
         Field(default=None, repr=False, max_length=50)
     )
-    sandbox_base_container_image: str | None = Field(default=None, max_length=500)
+    sandbox_base_container_image: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Only the image every sandbox runs is accepted (see the GET answer); any other is refused",
+    )
     authorized_event_sources: (
         list[Annotated[str, Field(min_length=1, max_length=256, pattern=EVENT_SOURCE_PATTERN)]] | None
     ) = Field(
@@ -214,7 +218,7 @@ class SettingsView(BaseModel):
     llm_base_url: str | None
     llm_api_key_set: bool
     provider_tokens_set: dict[str, bool]
-    sandbox_base_container_image: str
+    sandbox_base_container_image: str = Field(description="The image every sandbox runs (the stack's SandboxImage)")
     authorized_event_sources: list[str] = Field(default_factory=list)
     updated_at: str | None
 

@@ -135,6 +135,8 @@ class Conversation(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
     request: dict[str, Any] = Field(default_factory=dict)  # the creation request, secrets excluded
     request_s3_key: str | None = None  # set when the request was too large to keep on the item
+    # Created with an Idempotency-Key: the id is derived from (user, key); this is the body's digest.
+    request_fingerprint: str | None = None
     execution_arn: str | None = None
     task_arn: str | None = None
     start: Literal["warm", "cold"] | None = None  # this run's sandbox: claimed from the pool, or RunTask

@@ -40,7 +40,6 @@ class AuthorizerEnvironment(FunctionEnvironment):
 class CreationEnvironment(StoreEnvironment):
     """What creating a conversation needs (the API and the event intake)."""
 
-    IDEMPOTENCY_TABLE: Name
     CONTEXT_BUCKET: Name
     SECRETS_KEY_ID: Name
 
@@ -53,6 +52,8 @@ class ChannelEnvironment(FunctionEnvironment):
 
 class ApiEnvironment(CreationEnvironment, ChannelEnvironment):
     """ApiFunction: the conversations API, the owner's side of the channel included."""
+
+    IDEMPOTENCY_TABLE: Name  # a message sent with an Idempotency-Key (logic/idempotency.py)
 
 
 class WorkflowStarterEnvironment(StoreEnvironment, ChannelEnvironment):

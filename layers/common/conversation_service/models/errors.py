@@ -1,12 +1,19 @@
-"""Every error the service answers with, and its HTTP status and OpenHands `msg_id`.
+"""Every error the service raises across its layers.
 
-Errors are raised by logic; one exception handler (`http_errors.py`) turns them into the
-spec's body `{"status": "error", "message": ..., "msg_id": ...}`.
+- `ServiceError` and its subclasses: what the API answers with, with the HTTP status and
+  OpenHands `msg_id` on the class; one exception handler (`http_errors.py`) turns them into the
+  spec's body `{"status": "error", "message": ..., "msg_id": ...}`.
+- `WorkflowStepError` and its subclasses: what a workflow step's Lambda raises. Step Functions
+  names the error after the class (Lambda's errorType), so the ASL's Retry clauses and
+  RecordFailure's classification go through `WORKFLOW_STEP_ERRORS`, built from the classes.
+- `InvalidEnvironment`: a function deployed without what it needs (at import).
+
+AWS's own errors become these in one place: `dal/aws.py` (`is_transient`, `aws_failures_translated`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class InvalidEnvironment(RuntimeError):
@@ -34,6 +41,11 @@ class InvalidConversationId(ServiceError):
     status_code = 400
     msg_id = "ERROR$INVALID_CONVERSATION_ID"
     default_message = "Invalid conversation ID"
+
+
+class SandboxImageNotSelectable(ServiceError):
+    msg_id = "CONFIGURATION$SANDBOX_IMAGE_NOT_SELECTABLE"
+    default_message = "The sandbox image cannot be chosen per user"
 
 
 class SettingsNotFound(ServiceError):
@@ -115,6 +127,8 @@ class IdempotencyConflict(ServiceError):
 
 
 class RequestInProgress(ServiceError):
+    """A message sent with an Idempotency-Key still being handled (creates converge instead)."""
+
     status_code = 409
     msg_id = "ERROR$REQUEST_IN_PROGRESS"
     default_message = "A request with this Idempotency-Key is still in progress; retry shortly"
@@ -168,3 +182,36 @@ class SandboxTokenExpired(ServiceError):
     status_code = 401
     msg_id = "ERROR$UNAUTHORIZED"
     default_message = "The sandbox token is no longer valid: the conversation is not starting or running"
+
+
+# -- workflow steps -------------------------------------------------------------------------------
+class WorkflowStepError(Exception):
+    retryable: ClassVar[bool] = False
+
+
+class RetryableError(WorkflowStepError):
+    """A transient AWS failure (throttling, 5xx, a timeout) that outlasted botocore's retries:
+    the state machine runs the step again (its Retry clauses name this class)."""
+
+    retryable = True
+
+
+class ConversationNotStarting(WorkflowStepError):
+    """The conversation left STARTING (stopped or deleted) while the workflow ran."""
+
+
+class SandboxLaunchFailed(WorkflowStepError):
+    """ECS would not start the task (configuration, permissions, a bad request)."""
+
+
+class SandboxLaunchThrottled(SandboxLaunchFailed):
+    """ECS throttled RunTask or had no Fargate capacity: worth trying again after a backoff
+    (LaunchSandbox's Retry names this class)."""
+
+    retryable = True
+
+
+WORKFLOW_STEP_ERRORS: dict[str, type[WorkflowStepError]] = {
+    error.__name__: error
+    for error in (RetryableError, ConversationNotStarting, SandboxLaunchFailed, SandboxLaunchThrottled)
+}
