@@ -3,10 +3,12 @@ it arrives while the first attempt runs or after the first answer was lost."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 from botocore.exceptions import ReadTimeoutError
 from conversation_service import services
 from conversation_service.dal import aws
@@ -149,3 +151,25 @@ def test_a_refused_request_can_be_retried_with_the_same_key(stack, tables) -> No
 def test_an_unusable_key_is_refused(user) -> None:
     response = create({}, headers={"Idempotency-Key": "k" * 256})
     assert (response.status, response.body["msg_id"]) == (400, "ERROR$INVALID_REQUEST")
+
+
+def test_a_transaction_resent_after_its_answer_was_lost_is_not_a_second_conversation(user, tables) -> None:
+    """botocore resends a TransactWriteItems whose answer timed out; AWS matches its
+    ClientRequestToken, moto does not and refuses the Put: the create recognises its own item
+    (ALL_OLD) and answers it, without a key too, instead of writing another under a fresh id."""
+    dynamodb = aws.client("dynamodb")
+    applied_elsewhere = boto3.client("dynamodb")
+
+    def apply_first(params: dict[str, Any], **_: Any) -> None:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.TransactWriteItems", apply_first)
+        applied_elsewhere.transact_write_items(TransactItems=copy.deepcopy(params["TransactItems"]))
+
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.TransactWriteItems", apply_first)
+    try:
+        response = create({"initial_user_msg": "hello"})
+    finally:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.TransactWriteItems", apply_first)
+    assert response.status == 200, response.body
+    items = conversation_items(tables["conversations"])
+    assert [item["conversation_id"]["S"] for item in items] == [response.body["conversation_id"]]
+    assert active_counter(tables["users"], "user-1") == 1

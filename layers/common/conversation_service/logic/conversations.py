@@ -251,7 +251,9 @@ class ConversationService:
                 else:
                     self._conversations.insert_within_limit(conversation, limit)
                     return
-            except ConversationIdTaken:
+            except ConversationIdTaken as taken:
+                if _written_by_this_attempt(conversation, taken):
+                    return
                 if conversation.request_fingerprint is not None:
                     raise
                 self._assign_new_id(conversation)
@@ -272,7 +274,9 @@ class ConversationService:
             return None
         try:
             self._conversations.insert_replacing(conversation, victim, reason=TOO_MANY_CONVERSATIONS, at=now_iso())
-        except ConversationIdTaken:
+        except ConversationIdTaken as taken:
+            if _written_by_this_attempt(conversation, taken):
+                return True
             if conversation.request_fingerprint is not None:
                 raise
             self._assign_new_id(conversation)
@@ -389,3 +393,9 @@ def _first_answer(existing: Conversation, fingerprint: str | None) -> CreateConv
     return CreateConversationResponse(
         conversation_id=existing.conversation_id, conversation_status=ConversationStatus.STARTING
     )
+
+
+def _written_by_this_attempt(conversation: Conversation, taken: ConversationIdTaken) -> bool:
+    """The id is taken by this very write: its answer was lost and botocore sent it again (AWS
+    would match the transaction's ClientRequestToken; moto does not), so it is done."""
+    return taken.existing is not None and taken.existing.model_dump() == conversation.model_dump()
