@@ -36,9 +36,17 @@ def _substituted() -> dict[str, Any]:
     return dict(json.loads(re.sub(r"\$\{(\w+)\}", lambda match: sample[match.group(1)], text)))
 
 
+# Retry's IntervalSeconds has no *Path form: the one number a quoted placeholder cannot carry.
+UNQUOTABLE_NUMBERS = {"SandboxLaunchRetrySeconds"}
+
+
 def test_the_file_is_json_before_substitution() -> None:
-    """Editors, linters and diff tools read the file as it is: every placeholder sits in a string."""
-    json.loads(ASL_PATH.read_text())
+    """Editors, linters and diff tools read the file as it is: every placeholder sits in a string,
+    except the ones in UNQUOTABLE_NUMBERS (given a sample number here)."""
+    text = ASL_PATH.read_text()
+    for name in UNQUOTABLE_NUMBERS:
+        text = text.replace(f"${{{name}}}", "1")
+    json.loads(text)
 
 
 def _seconds(definition: dict[str, Any], state: dict[str, Any], field: str) -> int:
