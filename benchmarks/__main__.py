@@ -1,4 +1,4 @@
-"""`make bench`: python -m benchmarks [--only cold,warm,cost,ingest,load,roundtrip] [--quick] [--no-docs]
+"""`make bench`: python -m benchmarks [--only cold,warm,cost,ingest,load,roundtrip,start] [--quick] [--no-docs]
 
 Writes benchmarks/results.json and the measured block of docs/performance.md.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import ROOT
 
-SECTIONS = ("cold", "warm", "cost", "ingest", "load", "roundtrip")
+SECTIONS = ("cold", "warm", "cost", "ingest", "load", "roundtrip", "start")
 RESULTS = ROOT / "benchmarks" / "results.json"
 DOCUMENT = ROOT / "docs" / "performance.md"
 
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import message_round_trip
 
             results["message_round_trip"] = message_round_trip.run(rounds=5 if quick else 20, log=_log)
+        elif section == "start":
+            from benchmarks import start
+
+            results["start"] = start.run(
+                samples=int(os.environ.get("BENCH_START_SAMPLES", 3 if quick else 10)), log=_log
+            )
         durations[section] = time.monotonic() - began
         _log(f"bench: {section} took {durations[section]:.0f} s")
     results["meta"] = {

@@ -220,8 +220,61 @@ def render(results: dict[str, Any]) -> str:
             "sandbox API, the events long poll).",
             "",
         ]
+    if start := results.get("start"):
+        out += _render_start(start)
     out.append(END)
     return "\n".join(out)
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{value:.1f}" for value in values)
+
+
+def _render_start(start: dict[str, Any]) -> list[str]:
+    out = ["### Start: cold and warm (`python -m benchmarks --only start`)", ""]
+    if "skipped" in start:
+        return [*out, f"Skipped: {start['skipped']}", ""]
+    bare, cold, warm, burst, aims = start["bare_boot"], start["cold"], start["warm"], start["burst"], start["aims"]
+    loads = cold["load_average_1m"] + warm["load_average_1m"]
+
+    def met(name: str) -> str:
+        return "yes" if start["meets"][name] else "**no**"
+
+    out += [
+        f"`python -m devstack` on 127.0.0.1, one create at a time of `{start['repository']}` "
+        f"(`{start['branch']}`, its setup script and hook), POST to the first GET showing RUNNING, then DELETE. "
+        f"Cold: `--pool 0`; warm: `--pool {start['pool']}`, each sample after the pool shows an idle sandbox. "
+        "Bare boot: `.venv-agent` `python -I -m openhands.agent_server` to its first healthy `/health`, "
+        "measured between the cold samples. Another heavy job shared the 2 cores: 1-minute load average "
+        f"{min(loads):.1f}-{max(loads):.1f} during the samples (benchmarks/results.json has each sample's).",
+        "",
+        "| start | samples | p50 s | p95 s | aim | aim met |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+        f"| bare agent-server boot (floor of a cold start) | {len(bare['samples'])} | {bare['p50_s']:.1f} "
+        f"| {bare['p95_s']:.1f} | | |",
+        f"| cold (`--pool 0`) | {len(cold['samples'])} | {cold['p50_s']:.1f} | {cold['p95_s']:.1f} "
+        f"| p50 <= bare + {aims['cold_p50_over_bare_s']} s | {met('cold_p50')} |",
+        f"| warm (`--pool {start['pool']}`) | {len(warm['samples'])} | {warm['p50_s']:.1f} | {warm['p95_s']:.1f} "
+        f"| p50 <= {aims['warm_p50_s']} s, p95 <= {aims['warm_p95_s']} s "
+        f"| p50 {met('warm_p50')}, p95 {met('warm_p95')} |",
+        "",
+        f"Cold p50 = bare p50 + {start['cold_over_bare_p50_s']:.1f} s (**{start['cold_over_bare_p50_ratio']:.2f}x** "
+        f"the bare boot); warm p50 = **{start['warm_over_cold_p50_ratio']:.2f}x** cold p50. "
+        f"Samples (s): bare {_seconds(bare['samples'])}; cold {_seconds(cold['samples'])}; "
+        f"warm {_seconds(warm['samples'])}.",
+        "",
+        f"Burst of {burst['creates']} creates at once on a pool of {burst['pool']} "
+        f"(load {burst['load_average_1m']:.1f}): "
+        f"{burst['running']}/{burst['creates']} RUNNING, {burst['warm']} warm ({_seconds(burst['warm_seconds'])} s), "
+        f"{burst['cold']} cold ({_seconds(burst['cold_seconds'])} s); warm ones first: "
+        f"{'yes' if burst['warm_before_cold'] else '**no**'}; claimed pool items {burst['claimed_items']}, "
+        f"a sandbox claimed twice: {'**yes**' if burst['sandbox_claimed_twice'] else 'no'}, every claimed one was "
+        f"idle before the burst: {'yes' if burst['claimed_were_idle_before'] else '**no**'}; the pool was back to "
+        f"{burst['pool']} idle (new sandboxes: {'yes' if burst['refilled_with_new_sandboxes'] else '**no**'}) "
+        f"{burst['refill_to_pool_s']:.1f} s after the burst's last RUNNING.",
+        "",
+    ]
+    return out
 
 
 def splice(document: str, block: str) -> str:
