@@ -245,8 +245,8 @@ def _render_start(start: dict[str, Any]) -> list[str]:
         f"(`{start['branch']}`, its setup script and hook), POST to the first GET showing RUNNING, then DELETE. "
         f"Cold: `--pool 0`; warm: `--pool {start['pool']}`, each sample after the pool shows an idle sandbox. "
         "Bare boot: `.venv-agent` `python -I -m openhands.agent_server` to its first healthy `/health`, "
-        "measured between the cold samples. Another heavy job shared the 2 cores: 1-minute load average "
-        f"{min(loads):.1f}-{max(loads):.1f} during the samples (benchmarks/results.json has each sample's).",
+        "measured between the cold samples. 1-minute load average of the machine during the samples "
+        f"{min(loads):.1f}-{max(loads):.1f} (each sample's is in benchmarks/results.json).",
         "",
         "| start | samples | p50 s | p95 s | aim | aim met |",
         "| --- | ---: | ---: | ---: | --- | --- |",
