@@ -349,10 +349,12 @@ class ConversationsClient:
         llm_base_url: str | None = None,
         llm_api_key: str | None = None,
         provider_tokens: Mapping[str, str] | None = None,
+        enterprise_tokens: Mapping[str, str] | None = None,
         sandbox_base_container_image: str | None = None,
         authorized_event_sources: Sequence[str] | None = None,
     ) -> Settings:
         """`POST /api/settings`: fields left as None keep their value; "" clears a secret;
+        `enterprise_tokens` are keyed by the enterprise host they may be sent to;
         `authorized_event_sources` replaces the list ([] allows no integration)."""
         body: dict[str, Any] = {
             "agent": agent,
@@ -363,6 +365,7 @@ class ConversationsClient:
             "llm_base_url": llm_base_url,
             "llm_api_key": llm_api_key,
             "provider_tokens": dict(provider_tokens) if provider_tokens is not None else None,
+            "enterprise_tokens": dict(enterprise_tokens) if enterprise_tokens is not None else None,
             "sandbox_base_container_image": sandbox_base_container_image,
             "authorized_event_sources": list(authorized_event_sources)
             if authorized_event_sources is not None

@@ -94,6 +94,8 @@ class Conversation:
     agent_conversation_id: str | None = None
     microagents: tuple[str, ...] = ()
     agent_status: str | None = None  # idle, running, waiting_for_confirmation, finished, ... (None until reported)
+    start: str | None = None  # "warm" (a pool sandbox was claimed) or "cold" (a new task)
+    task_timestamps: dict[str, str] | None = None  # cold starts on ECS: createdAt, pullStartedAt, ...
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -105,6 +107,7 @@ class Conversation:
     def from_json(cls, data: object) -> Conversation:
         body = _as_object(data, "a conversation")
         details = body.get("error_details")
+        task_timestamps = body.get("task_timestamps")
         confirmation = body.get("confirmation_mode")
         created, updated = _optional_str(body, "created_at"), _optional_str(body, "updated_at")
         return cls(
@@ -135,6 +138,12 @@ class Conversation:
             agent_conversation_id=_optional_str(body, "agent_conversation_id"),
             microagents=tuple(str(name) for name in body.get("microagents") or ()),
             agent_status=_optional_str(body, "agent_status"),
+            start=_optional_str(body, "start"),
+            task_timestamps=(
+                {str(name): str(at) for name, at in task_timestamps.items()}
+                if isinstance(task_timestamps, Mapping)
+                else None
+            ),
             raw=dict(body),
         )
 
