@@ -162,8 +162,11 @@ def test_record_failure_is_retried_until_it_records(
     harness: WorkflowHarness, faults: FaultInjector, tmp_path: Path
 ) -> None:
     """The launch fails, and the first two attempts of RecordFailure's transaction are throttled
-    away (after botocore's retries): the state's own Retry (States.ALL) still records ERROR."""
-    faults.add("ecs", "RunTask", "throttle")
+    away (after botocore's retries): the state's own Retry (States.ALL) still records ERROR.
+
+    The launch is refused outright (a 400), not throttled: a throttled RunTask is retried by
+    LaunchSandbox's own Retry for up to a minute first, which is not what this test is about."""
+    faults.add("ecs", "RunTask", "refused", code="InvalidParameterException")
     conversation_id = start(harness, tmp_path)
     faults.add("dynamodb", "TransactWriteItems", "throttle", times=2)
     view = assert_clean_end(harness, conversation_id, "ERROR")

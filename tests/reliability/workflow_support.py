@@ -32,7 +32,9 @@ READY = {
     "commit": "0" * 40,
     "microagents": [],
 }
-FAST = {"SandboxHeartbeatSeconds": "3", "SandboxStartTimeoutSeconds": "12"}
+# LaunchSandbox retries a throttled RunTask 5 times with full jitter from SandboxLaunchRetrySeconds,
+# doubling: up to 31 s here (62 s with the template's 2 s) before the conversation can settle.
+FAST = {"SandboxHeartbeatSeconds": "3", "SandboxStartTimeoutSeconds": "12", "SandboxLaunchRetrySeconds": "1"}
 
 
 def start(harness: WorkflowHarness, tmp_path: Path, user_id: str = "user-1") -> str:
@@ -98,7 +100,7 @@ def execution_status(harness: WorkflowHarness, conversation_id: str) -> str | No
         raise
 
 
-def settle(harness: WorkflowHarness, conversation_id: str, timeout: float = 40.0) -> dict[str, Any]:
+def settle(harness: WorkflowHarness, conversation_id: str, timeout: float = 75.0) -> dict[str, Any]:
     """Wait until the conversation left STARTING and its execution (if any) ended; return its view."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
