@@ -53,7 +53,7 @@ def memory_sizes() -> dict[str, int]:
 
 @contextmanager
 def creation_stack(prefix: str) -> Iterator[tuple[Any, Any, Any, Any]]:
-    """moto with the template's resources and the real handlers, the stream pumped to the starter,
+    """moto with the template's resources and the real handlers, the stream pumped to ConversationStreamFunction,
     the git remote answered in-process: (stack, runtime, session, pump)."""
     use_fake_aws()
     os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"

@@ -194,7 +194,7 @@ class SeededStack:
                 "authorizationToken": f"Bearer {self.api_key}",
                 "methodArn": "arn:aws:execute-api:us-east-1:123456789012:localapi/dev/POST/api/conversations",
             }
-        if logical_id == "WorkflowStarterFunction":
+        if logical_id == "ConversationStreamFunction":
             # The INSERT of a real new conversation, as the stream carries it (NEW_AND_OLD_IMAGES).
             conversation_id = self.starting_conversation(user_id)
             image = boto3.client("dynamodb").get_item(
@@ -333,7 +333,9 @@ def seed_stack(
     return stack
 
 
-def template_stream_pump(resources: Any, runtime: Any, session: Any, function: str = "WorkflowStarterFunction") -> Any:
+def template_stream_pump(
+    resources: Any, runtime: Any, session: Any, function: str = "ConversationStreamFunction"
+) -> Any:
     """The conversations stream handed to `function` as template.yaml's event source mapping does:
     the records its FilterCriteria lets through (all of them when it has none)."""
     from devstack.stream_pump import StreamPump

@@ -99,7 +99,7 @@ def render(results: dict[str, Any]) -> str:
                 if cost["identical_across_conversations"]
                 else "that varied between conversations: "
                 + ", ".join(cost.get("varying_across_conversations", []))
-                + " (the stream's records reach the starter in batches of varying size)."
+                + " (the stream's records reach ConversationStreamFunction in batches of varying size)."
             ),
             "",
             "| item | per conversation | cost per conversation | per million conversations |",

@@ -30,8 +30,8 @@ def _on(properties: dict[str, Any], resource: str) -> set[str]:
 
 
 def test_who_may_use_the_channel() -> None:
-    api, sandbox_api, starter = (
-        function(name) for name in ("ApiFunction", "SandboxApiFunction", "WorkflowStarterFunction")
+    api, sandbox_api, conversation_stream = (
+        function(name) for name in ("ApiFunction", "SandboxApiFunction", "ConversationStreamFunction")
     )
     assert _on(api, "ChannelTable") == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
     assert _on(sandbox_api, "ChannelTable") == {
@@ -42,7 +42,7 @@ def test_who_may_use_the_channel() -> None:
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     }
-    assert _on(starter, "ChannelTable") == {"dynamodb:Query", "dynamodb:BatchWriteItem"}
+    assert _on(conversation_stream, "ChannelTable") == {"dynamodb:Query", "dynamodb:BatchWriteItem"}
     # Objects: the sandbox writes, the owner's API reads, only under conversation-events/.
     assert _on(sandbox_api, "conversation-events/*") == {"s3:PutObject"}
     assert _on(api, "conversation-events/*") == {"s3:GetObject"}

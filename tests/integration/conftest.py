@@ -131,7 +131,7 @@ def make_harness(
     runtime = LocalLambdaRuntime(resources)
     runtime.install_into_moto()
     stream_arn = resources.attributes["ConversationsTable.StreamArn"]
-    pump = StreamPump(stream_arn, runtime, "WorkflowStarterFunction", session)
+    pump = StreamPump(stream_arn, runtime, "ConversationStreamFunction", session)
     return WorkflowHarness(resources, runtime, pump, session)
 
 

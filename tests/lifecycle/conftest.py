@@ -1,5 +1,5 @@
 """The lifecycle under moto: the real ASL and handlers (tests/integration's WorkflowHarness, whose
-devstack stream pump hands every record to WorkflowStarterFunction and whose provisioning creates
+devstack stream pump hands every record to ConversationStreamFunction and whose provisioning creates
 the template's bus and rules), plus:
 
 - an observer queue subscribed to the bus (a rule on `openhands.conversations`), to read the

@@ -218,7 +218,7 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(life: Lifecycle, rec
     exercised = {need.function for need in recorder.needs}
     assert {
         "ApiFunction",
-        "WorkflowStarterFunction",
+        "ConversationStreamFunction",
         "InitializeContextFunction",
         "LaunchSandboxFunction",
         "SandboxApiFunction",

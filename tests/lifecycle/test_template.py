@@ -30,18 +30,18 @@ def templates(properties: dict[str, Any]) -> set[str]:
     return {name for policy in properties["Policies"] for name in policy if name != "Statement"}
 
 
-def test_the_stream_consumer_reads_every_change() -> None:
-    starter = function("WorkflowStarterFunction")
-    source = starter["Events"]["ConversationChanges"]["Properties"]
+def test_the_conversation_stream_reads_every_change() -> None:
+    stream = function("ConversationStreamFunction")
+    source = stream["Events"]["ConversationChanges"]["Properties"]
     assert "FilterCriteria" not in source  # MODIFY and REMOVE drive teardown and events
     assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert source["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
-    assert set(starter["Environment"]["Variables"]) == {"STATE_MACHINE_ARN", "SANDBOX_CLUSTER_ARN", "EVENT_BUS_NAME"}
+    assert set(stream["Environment"]["Variables"]) == {"STATE_MACHINE_ARN", "SANDBOX_CLUSTER_ARN", "EVENT_BUS_NAME"}
 
 
-def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
-    starter = function("WorkflowStarterFunction")
-    assert actions(starter) == {
+def test_the_conversation_stream_may_do_what_teardown_needs_and_no_more() -> None:
+    stream = function("ConversationStreamFunction")
+    assert actions(stream) == {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "dynamodb:Query",  # a deleted conversation's channel: its items
@@ -54,7 +54,7 @@ def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
         "s3:DeleteObject",
         "s3:DeleteObjectVersion",
     }
-    by_action = {action: statement for statement in statements(starter) for action in statement_actions(statement)}
+    by_action = {action: statement for statement in statements(stream) for action in statement_actions(statement)}
     assert ":execution:${ConversationWorkflow.Name}:*" in json.dumps(by_action["states:StopExecution"]["Resource"])
     cluster = {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["SandboxCluster", "Arn"]}}}
     assert by_action["ecs:StopTask"]["Condition"] == by_action["ecs:ListTasks"]["Condition"] == cluster
@@ -63,8 +63,8 @@ def test_the_stream_consumer_may_do_what_teardown_needs_and_no_more() -> None:
     assert by_action["s3:ListBucketVersions"]["Condition"] == {
         "StringLike": {"s3:prefix": ["conversations/*", "conversation-events/*"]}
     }
-    assert "EventBridgePutEventsPolicy" in templates(starter)
-    assert "S3CrudPolicy" not in templates(starter)
+    assert "EventBridgePutEventsPolicy" in templates(stream)
+    assert "S3CrudPolicy" not in templates(stream)
 
 
 def test_the_event_intake_function_only_creates() -> None:
@@ -81,5 +81,5 @@ def test_the_bus_and_its_consumers() -> None:
     resources = load_template()["Resources"]
     assert resources["ConversationEventBus"]["Type"] == "AWS::Events::EventBus"
     bus_name = resources["ConversationEventBus"]["Properties"]["Name"]
-    assert function("WorkflowStarterFunction")["Environment"]["Variables"]["EVENT_BUS_NAME"] == bus_name
+    assert function("ConversationStreamFunction")["Environment"]["Variables"]["EVENT_BUS_NAME"] == bus_name
     assert load_template()["Parameters"]["TrustedEventSources"]["Type"] == "CommaDelimitedList"

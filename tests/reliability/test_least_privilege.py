@@ -83,7 +83,7 @@ JUSTIFIED_MANAGED_POLICIES = {
         "SAM attaches it to every traced function and state machine role; X-Ray has no resource-level permissions",
     ),
     "AWSLambdaDynamoDBExecutionRole": (
-        "WorkflowStarterFunction",
+        "ConversationStreamFunction",
         "SAM attaches it for the conversations stream's event source mapping (the mapping names the stream)",
     ),
     "AWSLambdaSQSQueueExecutionRole": (

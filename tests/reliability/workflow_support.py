@@ -141,7 +141,7 @@ class TemplateStreamPump(StreamPump):
     """Hands the stream's records to the function as the template's event source mapping would:
     only the records its FilterCriteria lets through (all of them when it has none)."""
 
-    def __init__(self, harness: WorkflowHarness, function: str = "WorkflowStarterFunction") -> None:
+    def __init__(self, harness: WorkflowHarness, function: str = "ConversationStreamFunction") -> None:
         super().__init__(
             harness.resources.attributes["ConversationsTable.StreamArn"], harness.runtime, function, harness.session
         )

@@ -66,7 +66,7 @@ def test_each_function_starts_with_its_template_environment_and_not_without_any_
 def test_the_functions_that_stop_sandboxes_know_the_cluster(stack: StackResources) -> None:
     # MarkRunning and RecordFailure stop the task of a closed conversation: without the cluster
     # StopTask would look on the account's default cluster.
-    for logical_id in ("MarkRunningFunction", "RecordFailureFunction", "WorkflowStarterFunction"):
+    for logical_id in ("MarkRunningFunction", "RecordFailureFunction", "ConversationStreamFunction"):
         assert stack.functions[logical_id].environment["SANDBOX_CLUSTER_ARN"].startswith("arn:"), logical_id
 
 

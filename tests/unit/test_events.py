@@ -78,7 +78,7 @@ def test_the_authorizer_event_parses_and_is_allowed_for_its_key(stack) -> None:
 
 
 def test_workflow_events_carry_what_their_steps_read() -> None:
-    (record,) = DynamoDBStreamEvent(load("workflow_starter.json")).records
+    (record,) = DynamoDBStreamEvent(load("conversation_stream.json")).records
     assert record.event_name is not None and record.event_name.name == "INSERT"
     image = from_item(record.raw_event["dynamodb"]["NewImage"])
     conversation = Conversation.model_validate({key: image[key] for key in Conversation.model_fields if key in image})

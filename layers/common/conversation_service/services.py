@@ -19,6 +19,7 @@ from conversation_service.dal.secrets import SecretBox
 from conversation_service.dal.users import UserStore
 from conversation_service.dal.workflow import WorkflowEngine
 from conversation_service.logic.agent_channel import AgentChannel
+from conversation_service.logic.conversation_stream import ConversationStreamConsumer
 from conversation_service.logic.conversations import ConversationService
 from conversation_service.logic.event_intake import EventIntake
 from conversation_service.logic.lifecycle import LifecycleService
@@ -26,7 +27,6 @@ from conversation_service.logic.pool import PoolChannel, WarmPool
 from conversation_service.logic.sandbox_channel import SandboxChannel
 from conversation_service.logic.sandbox_watch import SandboxWatch
 from conversation_service.logic.settings import SettingsService
-from conversation_service.logic.stream_consumer import ConversationStreamConsumer
 from conversation_service.logic.sweeper import StaleStartSweeper
 from conversation_service.logic.workflow import CreationWorkflow
 
@@ -128,7 +128,7 @@ def lifecycle_service() -> LifecycleService:
 
 
 @lru_cache(maxsize=1)
-def stream_consumer() -> ConversationStreamConsumer:
+def conversation_stream_consumer() -> ConversationStreamConsumer:
     config = get_config()
     return ConversationStreamConsumer(
         conversation_store(),
@@ -173,7 +173,7 @@ def reset() -> None:
         channel_store,
         agent_channel,
         lifecycle_service,
-        stream_consumer,
+        conversation_stream_consumer,
         event_intake,
         sandbox_watch,
         stale_start_sweeper,

@@ -4,7 +4,7 @@ Every operation here only changes the conversation item, with conditional writes
 `ConversationStore` (the status and the user's active counter move in one transaction). What
 must happen outside DynamoDB when a conversation stops, starts again or goes (stop the workflow
 execution and the sandbox task, start the next run's workflow, delete the stored context,
-publish the change) is done by the table's stream consumer (`logic/stream_consumer.py`), in one
+publish the change) is done by the table's stream consumer (`logic/conversation_stream.py`), in one
 place, in the order the changes happened. So these calls are quick, and a racing stop, start,
 delete, workflow step or concurrency-policy closure cannot leave a slot counted twice or a
 sandbox running.

@@ -56,7 +56,7 @@ class ApiEnvironment(CreationEnvironment, ChannelEnvironment):
     IDEMPOTENCY_TABLE: Name  # a message sent with an Idempotency-Key (logic/idempotency.py)
 
 
-class WorkflowStarterEnvironment(StoreEnvironment, ChannelEnvironment):
+class ConversationStreamEnvironment(StoreEnvironment, ChannelEnvironment):
     CONTEXT_BUCKET: Name
     STATE_MACHINE_ARN: Arn
     SANDBOX_CLUSTER_ARN: Arn  # stops the sandbox of a conversation that was closed

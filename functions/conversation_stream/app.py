@@ -1,4 +1,4 @@
-"""The conversations table's stream consumer (logic/stream_consumer.py): for each change, in
+"""The conversations table's stream consumer (logic/conversation_stream.py): for each change, in
 order, start the run's workflow (a new or restarted STARTING conversation; execution `<id>`,
 then `<id>-<run>`, so a redelivered record starts nothing twice), tear down what a stopped,
 failed or deleted conversation left running, and publish ConversationStatusChanged.
@@ -12,13 +12,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
-from conversation_service.logic.stream_consumer import StreamChange
-from conversation_service.models.environment import WorkflowStarterEnvironment
+from conversation_service.logic.conversation_stream import StreamChange
+from conversation_service.models.environment import ConversationStreamEnvironment
 from conversation_service.observability import logger, tracer
-from conversation_service.services import stream_consumer
+from conversation_service.services import conversation_stream_consumer
 
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
-ENVIRONMENT = require_environment(WorkflowStarterEnvironment)
+ENVIRONMENT = require_environment(ConversationStreamEnvironment)
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
@@ -34,7 +34,7 @@ def handle_change(record: DynamoDBRecord) -> None:
         raw.get("NewImage"),
         raw.get("ApproximateCreationDateTime"),
     )
-    stream_consumer().handle(change)
+    conversation_stream_consumer().handle(change)
 
 
 @logger.inject_lambda_context(log_event=False)

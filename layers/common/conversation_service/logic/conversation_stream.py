@@ -1,5 +1,5 @@
 """The conversations table's stream: the one place where a change of a conversation acts outside
-DynamoDB (WorkflowStarterFunction).
+DynamoDB (ConversationStreamFunction).
 
 For each change, in the order the changes happened (one item's records share a shard):
 
