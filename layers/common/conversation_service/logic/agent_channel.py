@@ -23,10 +23,7 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.channel import ChannelContention, ChannelStore, InboxRefused, PreparedEvent
-from conversation_service.dal.context_store import ContextStore
-from conversation_service.dal.conversations import ConversationStore
-from conversation_service.dal.users import UserStore
+from conversation_service.dal.channel import ChannelContention, InboxRefused, PreparedEvent
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.idempotency import check_idempotency_key, make_idempotent, run_once
@@ -63,6 +60,7 @@ from conversation_service.models.errors import (
     WorkspaceNotPublished,
 )
 from conversation_service.observability import logger
+from conversation_service.ports import ChannelStore, ContextStore, ConversationStore, UserStore
 
 EVENT_TOO_LARGE = "EVENT_TOO_LARGE"
 MAX_EVENT_ID_LENGTH = 200

@@ -27,12 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from conversation_service.dal.channel import ChannelStore
-from conversation_service.dal.context_store import ContextStore
-from conversation_service.dal.conversations import ConversationStore
-from conversation_service.dal.events import EventBusMissing, EventPublisher, OutgoingEvent
-from conversation_service.dal.sandboxes import SandboxFleet
-from conversation_service.dal.workflow import WorkflowEngine
+from conversation_service.dal import conversations as conversation_items
+from conversation_service.dal.events import EventBusMissing, OutgoingEvent
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.runs import execution_name
 from conversation_service.logic.workflow import CreationWorkflow
@@ -46,6 +42,14 @@ from conversation_service.models.events import (
     ConversationStatusChanged,
 )
 from conversation_service.observability import logger
+from conversation_service.ports import (
+    ChannelStore,
+    ContextStore,
+    ConversationStore,
+    EventPublisher,
+    SandboxFleet,
+    WorkflowEngine,
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,8 @@ class StreamChange:
         return cls(
             event_name=event_name,
             change_id=change_id,
-            old=ConversationStore.conversation_from_item(old_image) if old_image else None,
-            new=ConversationStore.conversation_from_item(new_image) if new_image else None,
+            old=conversation_items.ConversationStore.conversation_from_item(old_image) if old_image else None,
+            new=conversation_items.ConversationStore.conversation_from_item(new_image) if new_image else None,
             at=at,
         )
 

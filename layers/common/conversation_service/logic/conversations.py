@@ -10,16 +10,13 @@ import uuid
 from collections.abc import Callable
 
 from conversation_service.config import ConcurrencyPolicy, ServiceConfig
-from conversation_service.dal.context_store import ContextStore
 from conversation_service.dal.conversations import (
     ActiveLimitReached,
     ConversationIdTaken,
     ConversationNoLongerActive,
-    ConversationStore,
     CreationSnapshot,
     WriteContention,
 )
-from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.idempotency import check_idempotency_key
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
@@ -51,6 +48,7 @@ from conversation_service.models.errors import (
     SettingsNotFound,
 )
 from conversation_service.observability import logger
+from conversation_service.ports import ContextStore, ConversationStore, UserStore
 
 TOO_MANY_CONVERSATIONS = "AGENT_ERROR$TOO_MANY_CONVERSATIONS"
 # Enough for a burst of parallel creates by one user to settle (each round has one winner per

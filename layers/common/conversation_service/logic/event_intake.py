@@ -31,12 +31,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from conversation_service.dal.queues import DeadLetterQueue
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.conversations import ConversationService
 from conversation_service.models.errors import ServiceError
 from conversation_service.models.events import CREATE_CONVERSATION, CreateConversationDetail
 from conversation_service.observability import logger, record_rejection
+from conversation_service.ports import DeadLetterQueue
 
 # From this delivery of a message on, a transient failure is final too (the queue's redrive
 # policy moves a message only after more deliveries than this: template.yaml).

@@ -26,11 +26,9 @@ from conversation_service.dal.conversations import (
     ActiveLimitReached,
     ConversationChanged,
     ConversationNoLongerActive,
-    ConversationStore,
     WriteContention,
 )
-from conversation_service.dal.page_tokens import PageTokenInvalid, PageTokenSealer
-from conversation_service.dal.users import UserStore
+from conversation_service.dal.page_tokens import PageTokenInvalid
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.conversations import TOO_MANY_CONVERSATIONS, limit_error, usable_settings
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus
@@ -49,6 +47,7 @@ from conversation_service.models.lifecycle import (
     QuotaView,
 )
 from conversation_service.observability import logger
+from conversation_service.ports import ConversationStore, PageTokenSealer, UserStore
 
 STOPPED_BY_USER = "CONVERSATION$STOPPED_BY_USER"
 STARTABLE_STATUSES = frozenset({ConversationStatus.STOPPED, ConversationStatus.ERROR})

@@ -21,8 +21,7 @@ import secrets
 import time
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.pool import PoolStore, ReconcilerNudge
-from conversation_service.dal.sandboxes import SandboxFleet, SandboxLaunchFailed, SandboxLaunchThrottled
+from conversation_service.dal.sandboxes import SandboxLaunchFailed, SandboxLaunchThrottled
 from conversation_service.logic.clock import now_epoch_ms
 from conversation_service.models.errors import InvalidRequest, ServiceError, Unauthorized
 from conversation_service.models.pool import (
@@ -32,6 +31,7 @@ from conversation_service.models.pool import (
     ReconcileReport,
 )
 from conversation_service.observability import logger, record_pool_claim_latency, record_pool_size
+from conversation_service.ports import PoolStore, ReconcilerNudge, SandboxFleet
 
 CLAIM_CANDIDATES = 10
 """Idle sandboxes one claim tries (shuffled, so racing claims spread instead of all trying the

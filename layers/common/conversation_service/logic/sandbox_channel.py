@@ -13,12 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from conversation_service.dal.context_store import ContextStore
-from conversation_service.dal.conversations import ConversationStore
-from conversation_service.dal.sandboxes import SandboxFleet
-from conversation_service.dal.secrets import SecretBox
-from conversation_service.dal.users import UserStore
-from conversation_service.dal.workflow import WorkflowEngine, WorkflowNotWaiting
+from conversation_service.dal.workflow import WorkflowNotWaiting
 from conversation_service.logic.clock import now_iso, seconds_since
 from conversation_service.logic.repositories import clone_url_host, provider_token_key, provider_username
 from conversation_service.logic.validation import validate_conversation_id
@@ -36,6 +31,14 @@ from conversation_service.models.context import (
 from conversation_service.models.domain import Conversation, ConversationStatus
 from conversation_service.models.errors import InvalidConversationId, InvalidRequest, ServiceError, Unauthorized
 from conversation_service.observability import record_phase_duration
+from conversation_service.ports import (
+    ContextStore,
+    ConversationStore,
+    SandboxFleet,
+    SecretBox,
+    UserStore,
+    WorkflowEngine,
+)
 
 
 class SandboxNoLongerWanted(ServiceError):

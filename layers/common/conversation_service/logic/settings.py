@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.users import UserStore
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.repositories import provider_token_key
 from conversation_service.models.api import GitProvider, SettingsUpdate, SettingsView
@@ -14,6 +13,7 @@ from conversation_service.models.errors import (
     SandboxImageNotSelectable,
     SettingsNotFound,
 )
+from conversation_service.ports import UserStore
 
 _PLAIN_FIELDS = (
     "agent",

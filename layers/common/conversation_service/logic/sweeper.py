@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.conversations import ConversationStore
 from conversation_service.logic.clock import now_iso
 from conversation_service.models.domain import ConversationStatus
 from conversation_service.observability import logger, record_conversation_error
+from conversation_service.ports import ConversationStore
 
 STALE_START = "INTERNAL"
 

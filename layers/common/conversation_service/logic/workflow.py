@@ -14,12 +14,8 @@ from typing import Any
 
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.aws import retried_by_the_workflow
-from conversation_service.dal.context_store import ContextStore
-from conversation_service.dal.conversations import ConversationStore
-from conversation_service.dal.sandbox_tokens import CIPHERTEXT_VARIABLE, SandboxTokenSealer
-from conversation_service.dal.sandboxes import SandboxFleet
-from conversation_service.dal.users import UserStore
-from conversation_service.dal.workflow import WorkflowEngine, WorkflowStartRefused, WorkflowStartRetryable
+from conversation_service.dal.sandbox_tokens import CIPHERTEXT_VARIABLE
+from conversation_service.dal.workflow import WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
 from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.first_message import first_message
@@ -46,6 +42,14 @@ from conversation_service.observability import (
     record_conversation_error,
     record_sandbox_start,
     record_time_to_running,
+)
+from conversation_service.ports import (
+    ContextStore,
+    ConversationStore,
+    SandboxFleet,
+    SandboxTokenSealer,
+    UserStore,
+    WorkflowEngine,
 )
 
 
