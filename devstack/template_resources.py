@@ -2,6 +2,8 @@
 `template.yaml` itself, so tests and `make dev` never describe a table or a queue twice.
 
 Only the intrinsics the template uses are resolved: Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::If.
+Its `Fn::ForEach` loops are expanded first (`load_template`, devstack/language_extensions.py), so
+every reader sees the resources CloudFormation creates.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import boto3
 from cfnlint.decode import cfn_yaml
 
+from devstack.language_extensions import expand
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
 REGION = "us-east-1"
@@ -22,7 +26,8 @@ ACCOUNT_ID = "123456789012"
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    return dict(cfn_yaml.load(str(path)))
+    """The template as CloudFormation sees it after `AWS::LanguageExtensions`: loops expanded."""
+    return expand(dict(cfn_yaml.load(str(path))))
 
 
 @dataclass
