@@ -124,14 +124,15 @@ class TemplateResolver:
                 return separator.join(flat)
             if key == "Fn::If":
                 condition, when_true, when_false = argument
-                return self.resolve(when_true if self._condition(condition) else when_false)
+                return self.resolve(when_true if self.condition(condition) else when_false)
         if isinstance(value, dict):
             return {key: self.resolve(item) for key, item in value.items()}
         if isinstance(value, list):
             return [self.resolve(item) for item in value]
         return value
 
-    def _condition(self, name: str) -> bool:
+    def condition(self, name: str) -> bool:
+        """Whether the template's condition `name` holds for these parameters."""
         return self._holds(self._template.get("Conditions", {})[name])
 
     def _holds(self, condition: dict[str, Any]) -> bool:
@@ -140,7 +141,7 @@ class TemplateResolver:
             left, right = (self.resolve(item) for item in argument)
             return bool(left == right)
         if key == "Condition":
-            return self._condition(argument)
+            return self.condition(argument)
         if key == "Fn::Not":
             return not self._holds(argument[0])
         if key == "Fn::And":
