@@ -119,4 +119,20 @@ def open_sealed_sandbox_token(
     return str(plaintext.decode())
 
 
-__all__ = ["CREDENTIALS_PATH", "TaskCredentialsServer", "open_sealed_sandbox_token"]
+def open_sealed_pool_credential(kms: Any, container_environment: list[dict[str, str]] | dict[str, str]) -> str:
+    """What a pool task's bootstrap does with its role (KMS Decrypt of SANDBOX_POOL_TOKEN_CIPHERTEXT
+    under its pool sandbox id), for the tests that play a pool sandbox with boto3 against moto."""
+    variables = (
+        container_environment
+        if isinstance(container_environment, dict)
+        else {item["name"]: item["value"] for item in container_environment}
+    )
+    sandbox_id = variables["SANDBOX_POOL_ID"]
+    plaintext = kms.decrypt(
+        CiphertextBlob=base64.b64decode(variables["SANDBOX_POOL_TOKEN_CIPHERTEXT"]),
+        EncryptionContext={"purpose": "sandbox-token", "pool_sandbox_id": sandbox_id},
+    )["Plaintext"]
+    return str(plaintext.decode())
+
+
+__all__ = ["CREDENTIALS_PATH", "TaskCredentialsServer", "open_sealed_pool_credential", "open_sealed_sandbox_token"]

@@ -1,14 +1,17 @@
 """Entrypoint of the sandbox container: ``python -m openhands_sandbox.bootstrap``.
 
-Reports each phase to the control plane, prepares the workspace, starts the agent-server,
-creates the agent conversation, reports ``ready`` and then stays alive as long as the
-agent-server runs. See docs/sandbox-protocol.md and sandbox/README.md.
+Boots the agent-server first (as the agent user, with a session key of its own, no secret and no
+conversation: its 13 s of imports overlap the rest), reports each phase to the control plane,
+prepares the workspace, creates the agent conversation once the setup user's processes are gone,
+reports ``ready`` and then stays alive as long as the agent-server runs. See
+docs/sandbox-protocol.md and sandbox/README.md.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -48,7 +51,6 @@ from openhands_sandbox.users import SandboxUser, SandboxUsers, unsearchable_ance
 from openhands_sandbox.workspace import (
     SETUP_SCRIPT,
     Workspace,
-    head_commit,
     head_commit_from_files,
     install_pre_commit_hook,
     list_microagents,
@@ -82,10 +84,12 @@ class StartedRuntime:
 
 
 @dataclass(frozen=True)
-class WarmAgentServer:
-    """What a pool sandbox made before it had a conversation (openhands_sandbox.warm): its users
-    and private directories, the agent-server it booted as the agent user with a session key of
-    its own, and the event relay whose URL that agent-server's webhooks name (started on assignment)."""
+class BootedAgentServer:
+    """What a sandbox makes before it knows anything of its conversation (``boot_agent_server``):
+    its users and private directories, the agent-server started as the agent user with a session
+    key of its own, and the event relay whose URL that agent-server's webhooks name (it forwards
+    from STATUS$STARTING_AGENT_SERVER on). A cold sandbox makes it first thing; a pool sandbox
+    (openhands_sandbox.warm) before it reports idle."""
 
     users: SandboxUsers
     tmux_dir: Path
@@ -101,7 +105,7 @@ class Bootstrap:
         client: ControlPlaneClient,
         stop: StopController,
         redactor: Redactor,
-        warm: WarmAgentServer | None = None,
+        booted: BootedAgentServer | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -113,18 +117,42 @@ class Bootstrap:
         self.inbox: InboxPoller | None = None
         self._users: SandboxUsers | None = None
         self._tmux_dir: Path | None = None
-        self.warm = warm
-        if warm is not None:
-            # Stopped and cleaned up with the rest on any ending.
-            self._users, self._tmux_dir, self.agent_server = warm.users, warm.tmux_dir, warm.agent_server
-            self.secrets.append(warm.session_api_key)
-            self.redactor.add([warm.session_api_key])
+        self.booted: BootedAgentServer | None = None
+        if booted is not None:
+            self.adopt(booted)
 
     @property
     def users(self) -> SandboxUsers:
         if self._users is None:
-            raise RuntimeError("the sandbox users are made once the context is known")
+            raise RuntimeError("the sandbox users are made when the agent-server boots")
         return self._users
+
+    def adopt(self, booted: BootedAgentServer) -> BootedAgentServer:
+        """Serve the conversation with ``booted``: stopped and cleaned up with the rest on any ending."""
+        self.booted = booted
+        self._users, self._tmux_dir, self.agent_server = booted.users, booted.tmux_dir, booted.agent_server
+        if booted.session_api_key not in self.secrets:
+            self.secrets.append(booted.session_api_key)
+        self.redactor.add([booted.session_api_key])
+        return booted
+
+    def boot_agent_server(self, prefix: str) -> BootedAgentServer:
+        """Make the users and start the agent-server as the agent user, without waiting for it.
+
+        The one boot of warm and cold sandboxes. It holds nothing of any conversation: a session
+        key made here (reported in ``ready``), no LLM key, no conversation, and as its default
+        workspace the workspace root, not the workspace (which the conversation names, once the
+        setup script is done and the workspace is the agent user's). The relay it names in its
+        webhooks forwards nothing before it is started, and only what carries that session key.
+        """
+        session_api_key = secrets.token_urlsafe(32)
+        self.secrets.append(session_api_key)
+        self.redactor.add([session_api_key])
+        users = self.make_users_named(prefix)
+        relay = EventRelay(self.client, session_api_key)
+        agent_server = self.start_agent_server_process(session_api_key, (relay.webhook_spec(),))
+        assert self._tmux_dir is not None
+        return BootedAgentServer(users, self._tmux_dir, agent_server, relay, session_api_key)
 
     def run(self) -> int:
         try:
@@ -176,10 +204,13 @@ class Bootstrap:
     # --- phases ---------------------------------------------------------------------------
 
     def start_runtime(self) -> StartedRuntime:
-        """The five phases of docs/sandbox-protocol.md, each reported before it starts."""
+        """The five phases of docs/sandbox-protocol.md, each reported before it starts; the
+        agent-server boots meanwhile (a pool sandbox's has booted already)."""
         self.enter(Phase.RUNTIME_STARTED)
+        if self.booted is None:
+            self.adopt(self.boot_agent_server(f"openhands-sandbox-{self.settings.conversation_id[:8]}-"))
         context = self.fetch_context()
-        users = self.make_users(context)
+        users = self.users
         # The clone runs as the bootstrap, in a tree nobody else has touched yet.
         git = Git(
             env={**self.child_environment(), "HOME": str(users.bootstrap_dir)},
@@ -195,19 +226,14 @@ class Bootstrap:
 
         self.enter(Phase.SETTING_UP_GIT_HOOKS)
         microagents = self.set_up_git_hooks(workspace)
-        if self.warm is not None:
-            # The agent-server already runs as the agent user: no repository code may run as that
-            # user before the conversation exists, so HEAD is read from the files, not with git.
-            with users.acting_as(users.agent):
-                commit = head_commit_from_files(workspace.path)
-        else:
-            commit = head_commit(self.git_as(users.agent), workspace.path)
-            # Whatever that git left running (a repository can name a `core.fsmonitor` command).
-            users.end_processes_of(users.agent)
+        # The agent-server already runs as the agent user: no repository code may run as that
+        # user before the conversation exists, so HEAD is read from the files, not with git.
+        with users.acting_as(users.agent):
+            commit = head_commit_from_files(workspace.path)
 
         self.enter(Phase.STARTING_AGENT_SERVER)
-        relay = self.start_relay(context)
-        agent_server = self.start_agent_server(context, workspace.path)
+        relay = self.start_relay()
+        agent_server = self.ready_agent_server()
         relay.before_stopped_status = WorkspacePublisher(
             self.client,
             workspace.path,
@@ -222,30 +248,26 @@ class Bootstrap:
             workspace_dir=str(workspace.path),
             commit=commit,
             microagents=microagents,
-            session_api_key=self.warm.session_api_key if self.warm else None,
+            # The agent-server's key is the sandbox's own (the context's is not used).
+            session_api_key=self.booted_agent_server.session_api_key,
         )
         self.stop.raise_if_requested()
         self.client.send_ready(report)
-        self.start_inbox(agent_server, report.agent_conversation_id, self.session_api_key(context))
+        self.start_inbox(agent_server, report.agent_conversation_id, self.booted_agent_server.session_api_key)
         return StartedRuntime(agent_server, report)
 
-    def session_api_key(self, context: ConversationContext) -> str:
-        """The agent-server's key: the context's, or the one a warm sandbox booted it with."""
-        return self.warm.session_api_key if self.warm is not None else context.session_api_key
+    @property
+    def booted_agent_server(self) -> BootedAgentServer:
+        if self.booted is None:
+            raise RuntimeError("the agent-server boots at the start of the runtime")
+        return self.booted
 
-    def start_relay(self, context: ConversationContext) -> EventRelay:
-        """The webhook relay, before the agent-server: its URL is in the agent-server's config.
-        A warm sandbox made its relay (unstarted) before booting; it forwards from now on."""
-        if self.warm is not None:
-            self.relay = self.warm.relay
-            self.relay.client = self.client
-            self.relay.on_rejected = lambda: self.stop.request(StopReason.REJECTED)
-        else:
-            self.relay = EventRelay(
-                self.client,
-                context.session_api_key,
-                on_rejected=lambda: self.stop.request(StopReason.REJECTED),
-            )
+    def start_relay(self) -> EventRelay:
+        """The webhook relay the agent-server's config names, made (unstarted) at its boot,
+        forwards from now on, with this conversation's client (a pool sandbox booted with its own)."""
+        self.relay = self.booted_agent_server.relay
+        self.relay.client = self.client
+        self.relay.on_rejected = lambda: self.stop.request(StopReason.REJECTED)
         self.relay.start()
         return self.relay
 
@@ -258,14 +280,8 @@ class Bootstrap:
         )
         self.inbox.start()
 
-    def make_users(self, context: ConversationContext) -> SandboxUsers:
-        """The sandbox's private directories and users; fails if a user cannot reach its paths.
-        A warm sandbox made them before it booted its agent-server."""
-        if self.warm is not None:
-            return self.users
-        return self.make_users_named(f"openhands-sandbox-{context.conversation_id[:8]}-")
-
     def make_users_named(self, prefix: str) -> SandboxUsers:
+        """The sandbox's private directories and users; fails if a user cannot reach its paths."""
         settings = self.settings
         users = SandboxUsers.create(settings.runtime_dir, prefix, settings.setup_uid, settings.agent_uid)
         self._users = users
@@ -378,21 +394,29 @@ class Bootstrap:
             )
         return context
 
-    def start_agent_server(self, context: ConversationContext, workspace_dir: Path) -> AgentServer:
-        if self.warm is not None:
-            # Booted before the assignment (with this relay's webhook); it still has to answer.
-            self.warm.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
-            return self.warm.agent_server
-        return self.launch_agent_server(
-            context.session_api_key,
-            workspace_dir,
-            (self.relay.webhook_spec(),) if self.relay is not None else (),
-        )
+    def ready_agent_server(self) -> AgentServer:
+        """The booted agent-server, once it answers ``/ready`` from a listener of its own.
 
-    def launch_agent_server(
-        self, session_api_key: str, workspace_dir: Path, webhooks: tuple[dict[str, Any], ...]
-    ) -> AgentServer:
-        """The agent-server as the agent user, ready (a cold start, or a warm sandbox's boot)."""
+        It booted while the repository's code ran. If it is gone (the setup script held its port
+        when it came to bind it, say), it starts once more, now that every process of the setup
+        user is dead and the agent user's are killed: the repository delays only itself.
+        """
+        booted = self.booted_agent_server
+        assert self.agent_server is not None
+        if not self.agent_server.is_running():
+            log.warning(
+                "the agent-server exited while the workspace was prepared; starting it again",
+                extra=fields(exit_code=self.agent_server.process.returncode, log_tail=self.agent_server.log_tail()),
+            )
+            self.agent_server.stop()
+            self.users.end_processes_of(self.users.agent)
+            self.start_agent_server_process(booted.session_api_key, (booted.relay.webhook_spec(),))
+            assert self.agent_server is not None
+        self.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
+        return self.agent_server
+
+    def start_agent_server_process(self, session_api_key: str, webhooks: tuple[dict[str, Any], ...]) -> AgentServer:
+        """``python -I -m openhands.agent_server`` as the agent user (not waited for)."""
         users = self.users
         self._tmux_dir = users.tmux_directory()
         self.agent_server = AgentServer.start(
@@ -401,7 +425,7 @@ class Bootstrap:
                 host=self.settings.agent_server_host,
                 port=self.settings.agent_server_port,
                 session_api_key=session_api_key,
-                working_dir=workspace_dir,
+                working_dir=self.settings.workspace_root,
                 home_dir=users.agent.home,
                 state_dir=users.agent_state,
                 log_path=users.bootstrap_dir / "agent-server.log",
@@ -412,7 +436,6 @@ class Bootstrap:
                 webhooks=webhooks,
             )
         )
-        self.agent_server.wait_until_ready(self.settings.agent_server_ready_timeout_seconds, self.stop)
         return self.agent_server
 
     def child_environment(self, user: SandboxUser | None = None) -> dict[str, str]:
@@ -476,7 +499,7 @@ class Bootstrap:
 
 
 def main() -> int:
-    if os.environ.get("SANDBOX_POOL_TOKEN"):
+    if os.environ.get("SANDBOX_POOL_ID"):
         from openhands_sandbox.warm import run_pool_sandbox  # the pool's entry point (it imports this module)
 
         return run_pool_sandbox(os.environ)
@@ -486,10 +509,11 @@ def main() -> int:
 
 
 def run_conversation(
-    environ: MutableMapping[str, str], stop: StopController, warm: WarmAgentServer | None = None
+    environ: MutableMapping[str, str], stop: StopController, booted: BootedAgentServer | None = None
 ) -> int:
-    """Serve the conversation ``environ`` names: a cold task's environment, or the one a warm
-    sandbox received as its assignment (with what it made before)."""
+    """Serve the conversation ``environ`` names: a cold task's environment (the agent-server
+    boots first thing), or the one a pool sandbox received as its assignment (with the
+    agent-server it booted before)."""
     try:
         settings = SandboxSettings.from_environ(environ)
     except SettingsError as error:
@@ -498,7 +522,7 @@ def run_conversation(
     redactor = Redactor([settings.token])
     configure_logging(settings.conversation_id, redactor)
     client = ControlPlaneClient(settings.api_url, settings.token, redactor)
-    return Bootstrap(settings, client, stop, redactor, warm).run()
+    return Bootstrap(settings, client, stop, redactor, booted).run()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from openhands_sandbox.http_client import http_request, is_http_url, open_http
 
 TOKEN_PURPOSE = "sandbox-token"  # noqa: S105 - the encryption context's purpose
 CIPHERTEXT_VARIABLE = "SANDBOX_TOKEN_CIPHERTEXT"
+POOL_CIPHERTEXT_VARIABLE = "SANDBOX_POOL_TOKEN_CIPHERTEXT"
+"""A warm pool sandbox's credential, sealed the same way for `{"purpose", "pool_sandbox_id"}`."""
 ECS_CREDENTIALS_HOST = "169.254.170.2"
 # The link-local hosts an SDK accepts over plain http for a FULL_URI (ECS, EKS pod identity).
 _LINK_LOCAL_CREDENTIAL_HOSTS = frozenset({"169.254.170.2", "169.254.170.23", "fd00:ec2::23"})
@@ -43,6 +45,7 @@ _LINK_LOCAL_CREDENTIAL_HOSTS = frozenset({"169.254.170.2", "169.254.170.23", "fd
 # AWS identity and where it used it. (Names only; wall's clean environment drops every AWS_* too.)
 TASK_CREDENTIAL_VARIABLES = (
     CIPHERTEXT_VARIABLE,
+    POOL_CIPHERTEXT_VARIABLE,
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
@@ -211,13 +214,18 @@ def kms_endpoint(environ: Mapping[str, str], region: str) -> str:
 def task_region(environ: Mapping[str, str]) -> str:
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or ""
     if not region or not all(c.isalnum() or c == "-" for c in region):
-        raise TaskTokenError(f"{CIPHERTEXT_VARIABLE} is set but AWS_REGION is not (or is not a region name)")
+        raise TaskTokenError("a sealed token is set but AWS_REGION is not (or is not a region name)")
     return region
 
 
 def encryption_context(conversation_id: str) -> dict[str, str]:
     """What the control plane sealed the token with; KMS refuses any other context."""
     return {"purpose": TOKEN_PURPOSE, "conversation_id": conversation_id}
+
+
+def pool_encryption_context(sandbox_id: str) -> dict[str, str]:
+    """What the pool reconciler sealed a pool sandbox's credential with."""
+    return {"purpose": TOKEN_PURPOSE, "pool_sandbox_id": sandbox_id}
 
 
 def open_sandbox_token(
@@ -229,16 +237,26 @@ def open_sandbox_token(
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
 ) -> str:
     """The clear sandbox token: the task's credentials, then one signed KMS `Decrypt`."""
+    return open_sealed(ciphertext, encryption_context(conversation_id), conversation_id, environ, opener, clock)
+
+
+def open_sealed(
+    ciphertext: str,
+    context: dict[str, str],
+    owner_id: str,
+    environ: Mapping[str, str],
+    opener: Opener | None = None,
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> str:
+    """A secret sealed for this task under ``context``; it must read ``<owner_id>.<secret>``."""
     try:
         blob = base64.b64decode(ciphertext, validate=True)
     except ValueError:
-        raise TaskTokenError(f"{CIPHERTEXT_VARIABLE} is not base64") from None
+        raise TaskTokenError("the sealed token is not base64") from None
     region = task_region(environ)
     credentials = container_credentials(environ, opener)
     url = kms_endpoint(environ, region)
-    body = json.dumps(
-        {"CiphertextBlob": base64.b64encode(blob).decode(), "EncryptionContext": encryption_context(conversation_id)}
-    ).encode()
+    body = json.dumps({"CiphertextBlob": base64.b64encode(blob).decode(), "EncryptionContext": context}).encode()
     headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.Decrypt"}
 
     def signed_open(method: str, target: str, plain: Mapping[str, str], data: bytes | None) -> tuple[int, bytes]:
@@ -256,8 +274,8 @@ def open_sandbox_token(
         token = plaintext.decode()
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise TaskTokenError("KMS answered without a usable plaintext") from None
-    if not token.startswith(f"{conversation_id}.") or not token.isprintable():
-        raise TaskTokenError("the sealed token is not this conversation's")
+    if not token.startswith(f"{owner_id}.") or not token.isprintable():
+        raise TaskTokenError("the sealed token is not this task's")
     return token
 
 
@@ -271,6 +289,16 @@ def consume(environ: MutableMapping[str, str], conversation_id: str, *, opener: 
     if not ciphertext:
         return None
     return open_sandbox_token(ciphertext, conversation_id, snapshot, opener=opener)
+
+
+def consume_pool_credential(environ: MutableMapping[str, str], sandbox_id: str, *, opener: Opener | None = None) -> str:
+    """`SANDBOX_POOL_TOKEN_CIPHERTEXT` opened and taken out of `environ`. The task's credential
+    variables stay for the assignment's sealed token (`consume` removes them when it opens that);
+    no child gets any `AWS_*` variable meanwhile (the clean environment of processes.py)."""
+    ciphertext = environ.pop(POOL_CIPHERTEXT_VARIABLE, "")
+    if not ciphertext:
+        raise TaskTokenError(f"{POOL_CIPHERTEXT_VARIABLE} is not set")
+    return open_sealed(ciphertext, pool_encryption_context(sandbox_id), sandbox_id, environ, opener)
 
 
 def _kms_error(answer: bytes) -> str:

@@ -1,10 +1,13 @@
 """A warm pool sandbox: boot the agent-server before any conversation exists, then wait for one.
 
-The task starts with a pool credential (`SANDBOX_POOL_ID`, `SANDBOX_POOL_TOKEN`) instead of a
-conversation's token. Holding nothing of any conversation, it:
+The task starts with a pool credential (`SANDBOX_POOL_ID`, `SANDBOX_POOL_TOKEN_CIPHERTEXT`: sealed
+for the task role as the sandbox token is, opened with one KMS Decrypt before anything else runs;
+`SANDBOX_POOL_TOKEN` in clear for tests and hand runs) instead of a conversation's token.
+Holding nothing of any conversation, it:
 
-1. makes a session key of its own and boots the agent-server with it (the 13 s a cold start
-   spends importing the SDK and litellm), in a working directory outside any workspace;
+1. boots the agent-server as a cold sandbox does first thing (`Bootstrap.boot_agent_server`: a
+   session key of its own, no conversation, the workspace root as its default workspace) and
+   waits for it (the 13 s of importing the SDK and litellm);
 2. reports `idle` (`POST /v1/pool/idle`), then long-polls `GET /v1/pool/assignment`, which is
    all its credential opens, while checking that the agent-server is still alive;
 3. on an assignment (the environment a cold task would have had: `CONVERSATION_ID`,
@@ -29,14 +32,14 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from openhands_sandbox import task_token
 from openhands_sandbox.agent_server import AgentServer
-from openhands_sandbox.bootstrap import Bootstrap, ExitCode, WarmAgentServer, run_conversation
+from openhands_sandbox.bootstrap import Bootstrap, ExitCode, run_conversation
 from openhands_sandbox.control_plane import ControlPlaneClient, ControlPlaneRejected, ControlPlaneUnavailable
 from openhands_sandbox.errors import ErrorCode, SandboxFailure, StopRequested
 from openhands_sandbox.http_client import is_http_url
 from openhands_sandbox.lifecycle import StopController, install_stop_signal_handlers
 from openhands_sandbox.logs import Redactor, configure_logging, fields
-from openhands_sandbox.relay import EventRelay
 from openhands_sandbox.settings import SandboxSettings, SettingsError
 
 log = logging.getLogger("openhands_sandbox.warm")
@@ -54,9 +57,14 @@ class PoolCredential:
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> PoolCredential:
-        """Take the pool credential out of ``environ`` (no child inherits it)."""
+        """Take the pool credential (and what opened it) out of ``environ`` (no child inherits it)."""
         credential = environ.pop("SANDBOX_POOL_TOKEN", "")
         sandbox_id = environ.pop("SANDBOX_POOL_ID", "")
+        if task_token.POOL_CIPHERTEXT_VARIABLE in environ or not credential:
+            try:
+                credential = task_token.consume_pool_credential(environ, sandbox_id)
+            except task_token.TaskTokenError as error:
+                raise SettingsError(f"the pool credential could not be opened: {error}") from None
         if not credential or not sandbox_id or not credential.startswith(f"{sandbox_id}."):
             raise SettingsError("SANDBOX_POOL_ID and SANDBOX_POOL_TOKEN must be set and belong together")
         api_url = environ.get("SANDBOX_API_URL", "").rstrip("/")
@@ -110,18 +118,15 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
     stop = StopController()
     install_stop_signal_handlers(stop)
     client = PoolClient(pool.api_url, pool.credential, redactor)
-    session_api_key = secrets.token_urlsafe(32)
-    redactor.add([session_api_key])
-    # The relay's URL goes into the agent-server's webhooks at boot; it forwards nothing until the
-    # assignment gives it the conversation's client (Bootstrap.start_relay).
-    relay = EventRelay(client, session_api_key)
-    # The same Bootstrap code makes the users and boots the agent-server as a cold start does.
+    # The same Bootstrap code makes the users and boots the agent-server as a cold start does; its
+    # relay forwards nothing until the assignment gives it the conversation's client.
     idle = Bootstrap(settings, client, stop, redactor)
-    idle.secrets += [pool.credential, session_api_key]
+    idle.secrets.append(pool.credential)
     started = time.monotonic()
     try:
-        users = idle.make_users_named(f"openhands-pool-{pool.sandbox_id[-8:]}-")
-        agent_server = idle.launch_agent_server(session_api_key, settings.workspace_root, (relay.webhook_spec(),))
+        booted = idle.boot_agent_server(f"openhands-pool-{pool.sandbox_id[-8:]}-")
+        agent_server = booted.agent_server
+        agent_server.wait_until_ready(settings.agent_server_ready_timeout_seconds, stop)
         boot_seconds = time.monotonic() - started
         log.info("agent-server booted; idle", extra=fields(boot_seconds=round(boot_seconds, 3)))
         client.report_idle(boot_seconds)
@@ -133,8 +138,7 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
     environment = assignment_environment(assignment)
     log.info("assigned", extra=fields(conversation_id=environment.get("CONVERSATION_ID")))
     environ.update(environment)
-    assert idle._tmux_dir is not None
-    return run_conversation(environ, stop, WarmAgentServer(users, idle._tmux_dir, agent_server, relay, session_api_key))
+    return run_conversation(environ, stop, booted)
 
 
 def _idle_exit_code(error: BaseException) -> int:

@@ -62,6 +62,7 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         assert idle_pid is not None, "the idle sandbox has no agent-server"
         # Idle, it holds nothing of a conversation, and its agent-server not even the pool credential.
         assert environment_variable(idle_pid, "SANDBOX_POOL_TOKEN") is None
+        assert environment_variable(idle_pid, "SANDBOX_POOL_TOKEN_CIPHERTEXT") is None
         assert environment_variable(idle_pid, "SANDBOX_TOKEN") is None
         assert not (Path(sandbox["workspace_root"]) / "repo").exists()
 

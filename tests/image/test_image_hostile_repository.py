@@ -1,7 +1,9 @@
 """The hostile repository of tests/sandbox/test_sandbox_hostile.py against the built image, as
-Fargate runs it (one agent-server boot): the image's entrypoint as root in its own root
-directory, the setup script as oh-setup (1001), the agent-server as openhands (1000), the
-image's own venv, real random secrets and AWS-style task credentials in the task environment.
+Fargate runs it (two agent-server boots: the setup script holds the port of the one that boots
+while it runs, and the bootstrap starts it again once the setup user is gone): the image's
+entrypoint as root in its own root directory, the setup script as oh-setup (1001), the
+agent-server as openhands (1000), the image's own venv, real random secrets and AWS-style task
+credentials in the task environment.
 
 The container runs with `buildah run --isolation chroot` through `devstack.sandbox_image` (the
 code `make dev --sandbox-image` uses). The control plane and the git server are on this
@@ -72,8 +74,14 @@ class ImageSandbox:
         return line
 
     @property
+    def agent_server_pids(self) -> list[int]:
+        """Every agent-server the bootstrap started, in order (the last serves the conversation)."""
+        lines = log_lines(self.log_path.read_text())
+        return [int(line["pid"]) for line in lines if line["message"] == "agent-server started"]
+
+    @property
     def agent_server_pid(self) -> int:
-        return int(self.log("agent-server started")["pid"])
+        return self.agent_server_pids[-1]
 
     def stop(self) -> int:
         """SIGTERM to the container's entrypoint, as ECS stops a task; its exit code."""
@@ -127,7 +135,11 @@ def in_image(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[I
                 ready = plane.wait_for(lambda event: event["type"] in {"ready", "failed"}, READY_TIMEOUT)
                 bootstrap = container_entrypoint(process.pid, marker) or 0
                 root = os.readlink(f"/proc/{bootstrap}/root") if bootstrap else ""
-                secret_values = [*values.all(), *aws.values()]
+                secret_values = [
+                    *values.all(),
+                    *aws.values(),
+                    *([ready["session_api_key"]] if "session_api_key" in ready else []),
+                ]
                 sandbox = ImageSandbox(
                     out, workspace_root, log_path, secret_values, port, marker, process, ready, bootstrap, root
                 )
@@ -169,11 +181,15 @@ def test_the_setup_script_ran_as_the_setup_user_and_found_no_secret(in_image: Im
     )
 
 
-def test_its_daemon_was_gone_before_the_agent_server_started(in_image: ImageSandbox) -> None:
+def test_its_daemon_was_gone_before_the_agent_server_got_the_conversation(in_image: ImageSandbox) -> None:
+    """It held the port while the first agent-server booted: that one gave up, the second served."""
     out = in_image.out
     assert (out / "daemon-listening").read_text() == str(in_image.port)  # the attack was real
+    assert (out / "outlasted").read_text().startswith("exited"), (out / "outlasted").read_text()
     assert not process_is_alive(int((out / "daemon.pid").read_text()))
     assert not (out / "listener.txt").exists(), "the conversation request went to the daemon"
+    first, serving = in_image.agent_server_pids
+    assert first != serving and not process_is_alive(first)
 
 
 def test_the_agent_server_is_the_agent_user_isolated_from_the_repository(in_image: ImageSandbox) -> None:

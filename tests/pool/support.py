@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conversation_service import services
 
+from devstack.task_credentials import open_sealed_pool_credential
 from tests.helpers import api_event
 from tests.integration.conftest import WorkflowHarness, make_harness
 
@@ -70,7 +71,9 @@ def task_environment(task: dict[str, Any]) -> dict[str, str]:
 
 def boot(harness: WorkflowHarness, sandbox_id: str) -> str:
     """What a pool sandbox does once its agent-server answers: report idle. Returns its credential."""
-    credential = task_environment(pool_task(harness, sandbox_id))["SANDBOX_POOL_TOKEN"]
+    environment = task_environment(pool_task(harness, sandbox_id))
+    assert "SANDBOX_POOL_TOKEN" not in environment  # sealed for the task role, as the sandbox token
+    credential = open_sealed_pool_credential(client(harness, "kms"), environment)
     status, body = pool_call(harness, "POST", "/sandbox/v1/pool/idle", credential, {"type": "idle", "boot_seconds": 1})
     assert status == 200, body
     return credential

@@ -3,12 +3,14 @@ conversation endpoints do not know it, and a conversation's token does not open 
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.pool.support import fill, pool_call, pool_harness, pool_items, reconcile
-from tests.reliability.workflow_support import start
+from tests.pool.support import client, fill, pool_call, pool_harness, pool_items, pool_task, reconcile, task_environment
+from tests.reliability.workflow_support import sandbox_token, start
 
 pytestmark = pytest.mark.usefixtures("moto")
 
@@ -58,3 +60,37 @@ def test_a_pool_credential_opens_only_its_own_assignment(monkeypatch: pytest.Mon
     services.reset()
     assert other in reconcile(harness)["retired"]
     assert pool_call(harness, "GET", "/sandbox/v1/pool/assignment", other_credential)[0] == 410
+
+
+def test_run_task_holds_no_clear_credential_for_pool_or_cold_launches(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A pool launch's credential and a cold launch's token go into RunTask sealed for the task
+    role: ECS task descriptions (and CloudTrail's record of RunTask) hold only ciphertext, and a
+    pool ciphertext opens only under its own sandbox id."""
+    harness = pool_harness(monkeypatch, target=1)
+    ((sandbox_id, credential),) = fill(harness).items()
+    warm = start(harness, tmp_path)  # claims the idle sandbox
+    harness.wait_for(lambda: any(i.get("conversation_id") == warm for i in pool_items(harness)), what="a claim")
+    cold = start(harness, tmp_path)  # none idle (no nudge in this harness): RunTask
+    cold_token = sandbox_token(harness, cold)
+    assert cold_token.startswith(f"{cold}.") and credential.startswith(f"{sandbox_id}.")
+
+    ecs, kms = client(harness, "ecs"), client(harness, "kms")
+    cluster = harness.resources.attributes["SandboxCluster.Arn"]
+    tasks = ecs.describe_tasks(cluster=cluster, tasks=ecs.list_tasks(cluster=cluster)["taskArns"])["tasks"]
+    assert {task["startedBy"] for task in tasks} == {sandbox_id, cold}
+    pool_environment = task_environment(pool_task(harness, sandbox_id))
+    assert set(pool_environment) == {"SANDBOX_POOL_ID", "SANDBOX_POOL_TOKEN_CIPHERTEXT", "SANDBOX_API_URL"}
+    described = json.dumps(tasks, default=str)
+    for name, secret in (("pool credential", credential), ("sandbox token", cold_token)):
+        assert secret.split(".", 1)[1] not in described, f"the {name} is readable in RunTask's overrides"
+
+    # The pool ciphertext opens under its own id only, not as a conversation's or another sandbox's.
+    blob = base64.b64decode(pool_environment["SANDBOX_POOL_TOKEN_CIPHERTEXT"])
+    for context in (
+        {"purpose": "sandbox-token", "pool_sandbox_id": "pool-" + "0" * 24},
+        {"purpose": "sandbox-token", "conversation_id": sandbox_id},
+    ):
+        with pytest.raises(kms.exceptions.InvalidCiphertextException):
+            kms.decrypt(CiphertextBlob=blob, EncryptionContext=context)

@@ -7,6 +7,8 @@ Nothing here is checked by the script itself: it takes what it can and the test 
     python3 attacker.py daemon OUT PORT               leave a session-less process behind that
                                                       listens on PORT and keeps harvesting
     python3 attacker.py plant-pth OUT                 write .pth files wherever Python may load them
+    python3 attacker.py outlast-agent-server OUT PORT S  wait (at most S s) until no agent-server
+                                                      runs on PORT
 """
 
 from __future__ import annotations
@@ -165,6 +167,29 @@ def plant_pth(out: Path) -> None:
                 report.write(f"refused {directory}: {type(error).__name__}\n")
 
 
+def agent_servers(port: int) -> list[int]:
+    """Every live agent-server of PORT (anyone may read another's cmdline)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        cmdline = read(entry / "cmdline") if entry.name.isdigit() else b""
+        if b"openhands.agent_server" in cmdline and f"\0--port\0{port}\0".encode() in cmdline + b"\0":
+            state = read(entry / "stat").rsplit(b")", 1)[-1].split()[:1]
+            if state and state[0] not in (b"Z", b"X"):
+                found.append(int(entry.name))
+    return found
+
+
+def outlast_agent_server(out: Path, port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    seen = agent_servers(port)
+    while time.monotonic() < deadline:
+        if not agent_servers(port):
+            (out / "outlasted").write_text(f"exited: {seen}")
+            return
+        time.sleep(0.2)
+    (out / "outlasted").write_text(f"still running after {seconds} s: {seen}")
+
+
 def main() -> None:
     command, out = sys.argv[1], Path(sys.argv[2])
     if command == "harvest":
@@ -173,6 +198,8 @@ def main() -> None:
         daemon(out, int(sys.argv[3]))
     elif command == "plant-pth":
         plant_pth(out)
+    elif command == "outlast-agent-server":
+        outlast_agent_server(out, int(sys.argv[3]), float(sys.argv[4]))
 
 
 if __name__ == "__main__":

@@ -114,9 +114,12 @@ def test_reaches_ready_with_a_conversation_holding_the_first_message(
             assert ready["type"] == "ready", ready
             base_url = ready["agent_server_url"]
             conversation_url = f"{base_url}/api/conversations/{ready['agent_conversation_id']}"
-            conversation = agent_server_get(conversation_url, sandbox_secrets.session_key)
-            events = agent_server_get(f"{conversation_url}/events/search", sandbox_secrets.session_key)["items"]
-            listed = agent_server_get(f"{base_url}/api/conversations/search", sandbox_secrets.session_key)["items"]
+            # The agent-server booted before the context came, with a key of the sandbox's own.
+            session_key = ready["session_api_key"]
+            assert session_key != sandbox_secrets.session_key
+            conversation = agent_server_get(conversation_url, session_key)
+            events = agent_server_get(f"{conversation_url}/events/search", session_key)["items"]
+            listed = agent_server_get(f"{base_url}/api/conversations/search", session_key)["items"]
             with pytest.raises(urllib.error.HTTPError) as unauthorized:
                 agent_server_get(f"{base_url}/api/conversations/search", None)
             server_pid = agent_server_pid(sandbox.stderr)
@@ -138,6 +141,7 @@ def test_reaches_ready_with_a_conversation_holding_the_first_message(
         "workspace_dir": str(workspace_dir),
         "commit": commit,
         "microagents": ["repo", "testing"],
+        "session_api_key": session_key,
     }
     assert (workspace_dir / "setup-ran").is_file()
 

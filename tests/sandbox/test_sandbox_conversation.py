@@ -130,6 +130,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, model: ScriptedModelServer
             ready = plane.wait_for(lambda e: e["type"] in {"ready", "failed"}, READY_TIMEOUT)
             assert ready["type"] == "ready", stderr_path.read_text()[-3000:]
             running.ready = ready
+            running.session_key = ready["session_api_key"]  # the agent-server's own (it booted first)
             yield running
         finally:
             if process.poll() is None:

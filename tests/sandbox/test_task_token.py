@@ -19,6 +19,7 @@ from moto.server import ThreadedMotoServer
 from openhands_sandbox import task_token
 from openhands_sandbox.settings import SandboxSettings, SettingsError
 from openhands_sandbox.task_token import Credentials, TaskTokenError, open_sandbox_token, sign_request
+from openhands_sandbox.warm import PoolCredential
 
 from devstack.local_aws import FAKE_CREDENTIALS
 from devstack.task_credentials import TaskCredentialsServer
@@ -117,7 +118,7 @@ def credentials_server() -> Iterator[TaskCredentialsServer]:
         server.stop()
 
 
-def sealed(endpoint: str, token: str, conversation_id: str) -> str:
+def sealed(endpoint: str, token: str, conversation_id: str, context: dict[str, str] | None = None) -> str:
     kms = boto3.client(
         "kms",
         endpoint_url=endpoint,
@@ -129,7 +130,7 @@ def sealed(endpoint: str, token: str, conversation_id: str) -> str:
     blob = kms.encrypt(
         KeyId=key,
         Plaintext=token.encode(),
-        EncryptionContext={"purpose": "sandbox-token", "conversation_id": conversation_id},
+        EncryptionContext=context or {"purpose": "sandbox-token", "conversation_id": conversation_id},
     )["CiphertextBlob"]
     return base64.b64encode(blob).decode()
 
@@ -188,3 +189,30 @@ def test_settings_still_accept_a_clear_token_and_refuse_a_ciphertext_without_cre
         SandboxSettings.from_environ({**base, "SANDBOX_TOKEN_CIPHERTEXT": "AQID", "AWS_REGION": REGION})
     with pytest.raises(SettingsError, match="neither"):
         SandboxSettings.from_environ(dict(base))
+
+
+def test_a_pool_sandbox_opens_its_sealed_credential_and_keeps_the_way_to_open_its_assignment(
+    moto_kms: str, credentials_server: TaskCredentialsServer
+) -> None:
+    """`SANDBOX_POOL_TOKEN_CIPHERTEXT` opens under the pool sandbox's own id only; the task's
+    credential variables stay for the assignment's sealed token (no child gets AWS_* anyway)."""
+    sandbox_id = "pool-" + secrets.token_hex(12)
+    credential = f"{sandbox_id}.{secrets.token_urlsafe(32)}"
+    context = {"purpose": "sandbox-token", "pool_sandbox_id": sandbox_id}
+    ciphertext = sealed(moto_kms, credential, "", context)
+    environ = {
+        "SANDBOX_POOL_ID": sandbox_id,
+        "SANDBOX_POOL_TOKEN_CIPHERTEXT": ciphertext,
+        "SANDBOX_API_URL": "http://127.0.0.1:9/sandbox",
+        **task_environ(moto_kms, credentials_server, credentials_server.issue()),
+    }
+    pool = PoolCredential.from_environ(environ)
+    assert (pool.sandbox_id, pool.credential) == (sandbox_id, credential)
+    assert "SANDBOX_POOL_TOKEN_CIPHERTEXT" not in environ and "SANDBOX_POOL_ID" not in environ
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" in environ
+    # Under another pool sandbox's id, or read as a conversation's token, KMS refuses it.
+    other = {**environ, "SANDBOX_POOL_ID": "pool-" + secrets.token_hex(12), "SANDBOX_POOL_TOKEN_CIPHERTEXT": ciphertext}
+    with pytest.raises(SettingsError, match="KMS refused"):
+        PoolCredential.from_environ(other)
+    with pytest.raises(TaskTokenError, match="KMS refused"):
+        open_sandbox_token(ciphertext, sandbox_id, environ)

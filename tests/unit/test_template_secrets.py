@@ -88,9 +88,12 @@ def test_only_the_sandbox_task_role_decrypts_the_sandbox_token_key() -> None:
 
 
 @pytest.mark.parametrize("logical_id", [name for name in principals() if name not in {"SandboxTaskRolePolicy"}])
-def test_the_launch_step_alone_seals_and_nobody_else_touches_the_token_key(logical_id: str) -> None:
+def test_the_launch_step_and_the_pool_reconciler_alone_seal_and_nobody_else_touches_the_token_key(
+    logical_id: str,
+) -> None:
+    """The launch step seals sandbox tokens, the reconciler pool credentials (both for RunTask)."""
     uses = [statement for statement in policy_statements(logical_id) if "SandboxTokenKey" in json.dumps(statement)]
-    if logical_id == "LaunchSandboxFunction":
+    if logical_id in {"LaunchSandboxFunction", "PoolReconcilerFunction"}:
         assert uses == [
             {
                 "Effect": "Allow",

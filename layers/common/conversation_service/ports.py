@@ -256,9 +256,12 @@ class PageTokenSealer(Protocol):
 
 
 class SandboxTokenSealer(Protocol):
-    """Seals a sandbox's token for its task (only the task's role can open it)."""
+    """Seals a sandbox's token, or a pool sandbox's credential, for its task (only the task's
+    role can open it)."""
 
     def seal(self, token: str, *, conversation_id: str) -> str: ...
+
+    def seal_pool_credential(self, credential: str, *, sandbox_id: str) -> str: ...
 
 
 class SecretBox(Protocol):

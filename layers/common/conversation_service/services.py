@@ -78,7 +78,11 @@ def creation_workflow() -> CreationWorkflow:
 def warm_pool() -> WarmPool:
     config = get_config()
     return WarmPool(
-        config, PoolStore(config.pool_table), SandboxFleet(config), ReconcilerNudge(config.pool_reconciler_function)
+        config,
+        PoolStore(config.pool_table),
+        SandboxFleet(config),
+        SandboxTokenSealer(config.sandbox_token_key_id),
+        ReconcilerNudge(config.pool_reconciler_function),
     )
 
 

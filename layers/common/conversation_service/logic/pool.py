@@ -21,6 +21,7 @@ import secrets
 import time
 
 from conversation_service.config import ServiceConfig
+from conversation_service.dal.sandbox_tokens import POOL_CIPHERTEXT_VARIABLE
 from conversation_service.dal.sandboxes import SandboxLaunchFailed, SandboxLaunchThrottled
 from conversation_service.logic.clock import now_epoch_ms
 from conversation_service.models.errors import InvalidRequest, ServiceError, Unauthorized
@@ -31,7 +32,7 @@ from conversation_service.models.pool import (
     ReconcileReport,
 )
 from conversation_service.observability import logger, record_pool_claim_latency, record_pool_size
-from conversation_service.ports import PoolStore, ReconcilerNudge, SandboxFleet
+from conversation_service.ports import PoolStore, ReconcilerNudge, SandboxFleet, SandboxTokenSealer
 
 CLAIM_CANDIDATES = 10
 """Idle sandboxes one claim tries (shuffled, so racing claims spread instead of all trying the
@@ -50,11 +51,17 @@ class PoolSandboxGone(ServiceError):
 
 class WarmPool:
     def __init__(
-        self, config: ServiceConfig, store: PoolStore, fleet: SandboxFleet, nudge: ReconcilerNudge | None = None
+        self,
+        config: ServiceConfig,
+        store: PoolStore,
+        fleet: SandboxFleet,
+        token_sealer: SandboxTokenSealer,
+        nudge: ReconcilerNudge | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._fleet = fleet
+        self._token_sealer = token_sealer
         self._nudge = nudge
 
     @property
@@ -192,9 +199,9 @@ class WarmPool:
                 credential_hash=credential_hash(credential),
             )
         )
-        environment = {
+        environment = {  # RunTask's overrides are readable: the credential goes sealed for the task role
             "SANDBOX_POOL_ID": sandbox_id,
-            "SANDBOX_POOL_TOKEN": credential,
+            POOL_CIPHERTEXT_VARIABLE: self._token_sealer.seal_pool_credential(credential, sandbox_id=sandbox_id),
             "SANDBOX_API_URL": self._config.sandbox_api_url,
         }
         try:

@@ -89,6 +89,7 @@ class PoolReconcilerEnvironment(FunctionEnvironment):
     SANDBOX_SUBNET_IDS: CommaList
     SANDBOX_SECURITY_GROUP_IDS: CommaList
     SANDBOX_API_URL: Url
+    SANDBOX_TOKEN_KEY_ID: Arn  # the pool credential is sealed for the task role under this key
 
 
 class StopsSandboxEnvironment(StoreEnvironment):
