@@ -93,7 +93,7 @@ sam-build: $(SAM_VENV)/.installed
 # mocks, moto servers, the whole local stack), and a process per suite keeps one suite's
 # process-wide state (patched moto backends, cached clients) from reaching the next.
 # pytest exits 5 when it collects nothing; say so loudly rather than fail the build on it.
-TEST_SUITES := $(filter-out __pycache__,$(notdir $(patsubst %/,%,$(wildcard tests/*/))))
+TEST_SUITES := $(filter-out __pycache__ support,$(notdir $(patsubst %/,%,$(wildcard tests/*/))))
 
 test: install lint openapi-check sam-validate sam-build .sandbox-image-for-tests
 	@failed=""; for suite in $(TEST_SUITES); do \

@@ -68,7 +68,7 @@ JUSTIFIED_STATEMENTS = {
     "this test checks) decide who uses the key; without it the key cannot be managed. '*' in a key policy is the key",
     ("SandboxTokenKey", "AccountAdministers"): "the same root statement for the sandbox token key; its Deny "
     "statements then refuse Decrypt to every principal but the sandbox task role, and any use without the "
-    "purpose sandbox-token (tests/unit/test_template_secrets.py)",
+    "purpose sandbox-token (tests/emulated/test_template_secrets.py)",
 }
 
 # Managed policy name -> (roles that may carry it, why).

@@ -1,6 +1,6 @@
 """Races: 200 parallel creates by one user with a limit of 3, and stop/delete racing the workflow.
 
-The 200-way race runs as tests/unit/test_concurrency.py's 50-way one does, for the reason found
+The 200-way race runs as tests/emulated/test_concurrency.py's 50-way one does, for the reason found
 there: moto takes no lock, so it runs against moto in its own process handling one request at a
 time (tests/reliability/serial_moto.py: each AWS call atomic, as DynamoDB's are) while the 200
 requests interleave their calls freely. The creates call the ConversationService directly from 200

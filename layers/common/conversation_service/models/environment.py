@@ -6,7 +6,7 @@ naming it, instead of surfacing as a confusing AWS error on the first call (a ta
 "conversations", a `StopTask` on the default cluster). Optional settings with a sound default
 (limits, timeouts, hosts) stay in `config.ServiceConfig` only.
 
-tests/unit/test_environment.py checks that the template gives every function what its model
+tests/emulated/test_environment.py checks that the template gives every function what its model
 requires, and that each function really refuses to start without each variable.
 """
 

@@ -18,8 +18,7 @@ from conversation_service.models.errors import InvalidConversationId
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import api_event
-from tests.unit.support import (
+from tests.emulated.support import (
     CONVERSATIONS,
     ApiResponse,
     call_api,
@@ -28,6 +27,7 @@ from tests.unit.support import (
     create,
     get_conversation,
 )
+from tests.helpers import api_event
 
 
 def test_ids_are_uuid4_hex(user) -> None:

@@ -10,7 +10,7 @@ from conversation_service.logic.repositories import RepositoryResolver, provider
 from conversation_service.models.api import GitProvider
 from conversation_service.models.errors import GitProviderMismatch, RepositoryNotAllowed
 
-from tests.unit.support import create, save_settings
+from tests.emulated.support import create, save_settings
 
 ENTERPRISE_HOSTS = "git.one.example, git.two.example"
 

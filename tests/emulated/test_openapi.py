@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.test_create_request import SPEC_FIELDS
+from tests.emulated.test_create_request import SPEC_FIELDS
 
 
 def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

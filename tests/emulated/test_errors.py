@@ -9,8 +9,8 @@ import pytest
 from conversation_service import services
 from conversation_service.models.domain import UserSecrets, UserSettings
 
+from tests.emulated.support import LLM_KEY, SETTINGS, call_api, configure_user, create, save_settings
 from tests.helpers import api_event
-from tests.unit.support import LLM_KEY, SETTINGS, call_api, configure_user, create, save_settings
 
 
 def test_no_settings(stack) -> None:

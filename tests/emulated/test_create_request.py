@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conversation_service.models.api import CreateConversationRequest
 
-from tests.unit.support import conversation_item, create, get_conversation
+from tests.emulated.support import conversation_item, create, get_conversation
 
 SPEC_FIELDS = {
     "repository",

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import make_repository
-from tests.unit.support import (
+from tests.emulated.support import (
     GITHUB_TOKEN,
     conversation_item,
     create,
@@ -20,6 +19,7 @@ from tests.unit.support import (
     silent_server,
     smart_http_git_server,
 )
+from tests.helpers import make_repository
 
 
 def created_view(response) -> dict[str, Any]:

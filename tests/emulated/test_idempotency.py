@@ -16,8 +16,8 @@ from conversation_service.logic.conversations import keyed_conversation_id
 from conversation_service.models.api import CreateConversationRequest
 
 from benchmarks.common import CallCounter
+from tests.emulated.support import CONVERSATIONS, active_counter, call_api, configure_user, conversation_items, create
 from tests.helpers import api_event
-from tests.unit.support import CONVERSATIONS, active_counter, call_api, configure_user, conversation_items, create
 
 
 def test_the_same_key_and_body_returns_the_first_response(user, tables) -> None:

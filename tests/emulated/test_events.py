@@ -23,8 +23,8 @@ from conversation_service.models.context import SandboxEvent, SandboxReady
 from conversation_service.models.domain import Conversation
 from conversation_service.models.pool import PoolIdleReport
 
+from tests.emulated.support import call_api
 from tests.helpers import FakeLambdaContext
-from tests.unit.support import call_api
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"

@@ -12,8 +12,8 @@ from conversation_service.logic.validation import branch_name_problem
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.emulated.support import create, get_conversation
 from tests.helpers import make_repository
-from tests.unit.support import create, get_conversation
 
 BRANCH_ALPHABET = (
     string.ascii_letters

@@ -8,8 +8,7 @@ import logging
 import boto3
 
 from devstack.template_resources import load_template
-from tests.helpers import api_event
-from tests.unit.support import (
+from tests.emulated.support import (
     GITHUB_TOKEN,
     LLM_KEY,
     SETTINGS,
@@ -21,6 +20,7 @@ from tests.unit.support import (
     save_settings,
     smart_http_git_server,
 )
+from tests.helpers import api_event
 
 
 def test_defaults_are_recorded_on_the_conversation(user, tables) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from tests.unit.support import configure_user, create, get_conversation
+from tests.emulated.support import configure_user, create, get_conversation
 
 
 def test_the_owner_sees_status_repository_branch_commit_and_timestamps(user, repository) -> None:

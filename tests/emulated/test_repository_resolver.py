@@ -11,7 +11,7 @@ from conversation_service.logic.repositories import RepositoryResolver
 from conversation_service.models.api import CreateConversationRequest, GitProvider
 from conversation_service.models.errors import RepositoryNotAllowed
 
-from tests.unit.support import create
+from tests.emulated.support import create
 
 PUBLIC = "140.82.112.3"
 
