@@ -245,6 +245,7 @@ class SeededStack:
                 "detail-type": "CreateConversation",
                 "source": self.trusted_event_source(),
                 "account": "123456789012",
+                "time": "2026-11-26T12:00:00Z",
                 "region": REGION,
                 "resources": [],
                 "detail": {
@@ -259,7 +260,12 @@ class SeededStack:
                         "messageId": str(uuid.uuid4()),
                         "receiptHandle": "bench",
                         "body": json.dumps(envelope),
-                        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795700000000"},
+                        "attributes": {
+                            "ApproximateReceiveCount": "1",
+                            "SentTimestamp": "1795700000000",
+                            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                            "ApproximateFirstReceiveTimestamp": "1795700000001",
+                        },
                         "messageAttributes": {},
                         "md5OfBody": "",
                         "eventSource": "aws:sqs",

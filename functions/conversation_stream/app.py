@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
 from conversation_service.logic.conversation_stream import StreamChange
+from conversation_service.models.aws_events import ConversationStreamRecord
 from conversation_service.models.environment import ConversationStreamEnvironment
 from conversation_service.observability import logger, tracer
 from conversation_service.services import conversation_stream_consumer
@@ -20,21 +20,13 @@ from conversation_service.services import conversation_stream_consumer
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
 ENVIRONMENT = require_environment(ConversationStreamEnvironment)
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+# Each record is parsed as a ConversationStreamRecord; one that does not fit fails alone (a
+# batch item failure), so the mapping retries it and at last hands it to its on-failure queue.
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, model=ConversationStreamRecord)
 
 
-def handle_change(record: DynamoDBRecord) -> None:
-    raw = record.raw_event.get("dynamodb") or {}
-    if record.event_name is None:
-        return
-    change = StreamChange.from_record(
-        record.event_name.name,
-        str(record.event_id or raw.get("SequenceNumber", "")),
-        raw.get("OldImage"),
-        raw.get("NewImage"),
-        raw.get("ApproximateCreationDateTime"),
-    )
-    conversation_stream_consumer().handle(change)
+def handle_change(record: ConversationStreamRecord) -> None:
+    conversation_stream_consumer().handle(StreamChange.from_record(record))
 
 
 @logger.inject_lambda_context(log_event=False)

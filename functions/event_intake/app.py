@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
+from conversation_service.models.aws_events import CreateConversationMessage
 from conversation_service.models.environment import EventIntakeEnvironment
 from conversation_service.observability import logger, tracer
 from conversation_service.services import event_intake
@@ -20,12 +20,14 @@ from conversation_service.services import event_intake
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
 ENVIRONMENT = require_environment(EventIntakeEnvironment)
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# Each record is parsed as a CreateConversationMessage; its body (the event) is EventIntake's to
+# judge, so a malformed event is dead-lettered with the reason rather than redelivered.
+processor = BatchProcessor(event_type=EventType.SQS, model=CreateConversationMessage)
 
 
-def handle_message(record: SQSRecord) -> None:
-    receive_count = int(record.attributes.approximate_receive_count or 1)
-    event_intake().handle(record.body, record.message_id, receive_count)
+def handle_message(record: CreateConversationMessage) -> None:
+    receive_count = int(record.attributes.ApproximateReceiveCount)
+    event_intake().handle(record.body, record.messageId, receive_count)
 
 
 @logger.inject_lambda_context(log_event=False)

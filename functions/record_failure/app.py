@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
 from conversation_service.logic.runs import run_of_execution
 from conversation_service.models.environment import StopsSandboxEnvironment
+from conversation_service.models.workflow_steps import RecordFailureInput, step_input
 from conversation_service.observability import logger, tracer
 from conversation_service.services import creation_workflow
 
@@ -18,6 +19,6 @@ ENVIRONMENT = require_environment(StopsSandboxEnvironment)
 @logger.inject_lambda_context(correlation_id_path="conversation_id", log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    conversation_id = event["conversation_id"]
-    run = run_of_execution(conversation_id, event.get("execution_name"))
-    return creation_workflow().record_failure(conversation_id, event.get("error") or {}, run)
+    step = step_input(event, RecordFailureInput)  # bad input: InvalidWorkflowInput -> Catch -> RecordFailure
+    run = run_of_execution(step.conversation_id, step.execution_name)
+    return creation_workflow().record_failure(step.conversation_id, step.error, run)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversation_service.config import require_environment
 from conversation_service.logic.validation import validate_conversation_id
+from conversation_service.models.aws_events import EcsTaskStateChange
 from conversation_service.models.environment import SandboxWatchEnvironment
 from conversation_service.models.errors import InvalidConversationId
 from conversation_service.models.pool import POOL_SANDBOX_PREFIX
@@ -17,24 +19,15 @@ from conversation_service.services import sandbox_watch, warm_pool
 ENVIRONMENT = require_environment(SandboxWatchEnvironment)
 
 
-def _exit_code(detail: dict[str, Any]) -> int | None:
-    for container in detail.get("containers") or []:
-        if container.get("exitCode") is not None:
-            return int(container["exitCode"])
-    return None
-
-
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
-    detail = event.get("detail") or {}
-    conversation_id = str(detail.get("startedBy") or "")
+    task = parse(event=event, model=EcsTaskStateChange).detail  # not a task state change: fails, named
+    conversation_id = task.startedBy or ""
     if conversation_id.startswith(POOL_SANDBOX_PREFIX):
         # A pool task: an unclaimed one is replaced; a claimed one is its conversation's sandbox.
         logger.append_keys(pool_sandbox_id=conversation_id)
-        claimed_by = warm_pool().task_stopped(
-            conversation_id, str(detail.get("taskArn") or ""), str(detail.get("stoppedReason") or "")
-        )
+        claimed_by = warm_pool().task_stopped(conversation_id, task.taskArn, task.stoppedReason)
         if claimed_by is None:
             return {"outcome": "pool-sandbox-ended"}
         conversation_id = claimed_by
@@ -43,11 +36,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
     except InvalidConversationId:
         return {"outcome": "ignored"}
     logger.append_keys(conversation_id=conversation_id)
-    outcome = sandbox_watch().task_stopped(
-        conversation_id,
-        str(detail.get("taskArn") or ""),
-        str(detail.get("stoppedReason") or ""),
-        _exit_code(detail),
-    )
-    logger.info("sandbox task stopped", extra={"outcome": outcome, "stop_code": detail.get("stopCode")})
+    outcome = sandbox_watch().task_stopped(conversation_id, task.taskArn, task.stoppedReason, task.exit_code)
+    logger.info("sandbox task stopped", extra={"outcome": outcome, "stop_code": task.stopCode})
     return {"outcome": outcome}

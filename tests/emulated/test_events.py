@@ -8,20 +8,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.data_classes import (
-    APIGatewayProxyEvent,
-    DynamoDBStreamEvent,
-)
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
     APIGatewayAuthorizerTokenEvent,
 )
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel, SqsModel
 from conversation_service import services
-from conversation_service.dal.aws import from_item
+from conversation_service.logic.conversation_stream import StreamChange
 from conversation_service.logic.identity import api_key_hash
+from conversation_service.logic.runs import run_of_execution
 from conversation_service.models.api import CreateConversationRequest
-from conversation_service.models.context import SandboxEvent, SandboxReady
-from conversation_service.models.domain import Conversation
+from conversation_service.models.aws_events import (
+    ConversationStreamRecord,
+    CreateConversationMessage,
+    EcsTaskStateChange,
+    QueuedEvent,
+)
+from conversation_service.models.context import SandboxEvent
+from conversation_service.models.events import CreateConversationDetail
 from conversation_service.models.pool import PoolIdleReport
+from conversation_service.models.workflow_steps import (
+    InitializeContextInput,
+    LaunchSandboxInput,
+    MarkRunningInput,
+    RecordFailureInput,
+    step_input,
+)
 
 from tests.emulated.support import call_api
 from tests.helpers import FakeLambdaContext
@@ -78,23 +91,37 @@ def test_the_authorizer_event_parses_and_is_allowed_for_its_key(stack) -> None:
 
 
 def test_workflow_events_carry_what_their_steps_read() -> None:
-    (record,) = DynamoDBStreamEvent(load("conversation_stream.json")).records
-    assert record.event_name is not None and record.event_name.name == "INSERT"
-    image = from_item(record.raw_event["dynamodb"]["NewImage"])
-    conversation = Conversation.model_validate({key: image[key] for key in Conversation.model_fields if key in image})
-    assert conversation.conversation_status == "STARTING"
-    conversation_id = conversation.conversation_id
+    stream = load("conversation_stream.json")
+    parse(stream, DynamoDBStreamModel)  # the event, as Lambda's mapping delivers it
+    (record,) = stream["Records"]
+    change = StreamChange.from_record(ConversationStreamRecord.model_validate(record))
+    assert change.event_name == "INSERT" and change.new is not None and change.old is None
+    assert change.new.conversation_status == "STARTING"
+    conversation_id = change.new.conversation_id
 
-    assert load("initialize_context.json") == {"conversation_id": conversation_id}
-    launch = load("launch_sandbox.json")
-    assert set(launch) == {"conversation_id", "task_token"} and launch["conversation_id"] == conversation_id
-    running = load("mark_running.json")
-    assert running["conversation_id"] == conversation_id
-    SandboxReady.model_validate(running["sandbox"])
-    failure = load("record_failure.json")
-    assert failure["conversation_id"] == conversation_id
-    assert set(failure["error"]) == {"Error", "Cause"}
-    assert json.loads(failure["error"]["Cause"])["message"]
+    steps = {
+        "initialize_context.json": InitializeContextInput,
+        "launch_sandbox.json": LaunchSandboxInput,
+        "mark_running.json": MarkRunningInput,
+        "record_failure.json": RecordFailureInput,
+    }
+    for name, model in steps.items():
+        step = step_input(load(name), model)
+        assert (step.conversation_id, run_of_execution(conversation_id, step.execution_name)) == (conversation_id, 1)
+    failure = step_input(load("record_failure.json"), RecordFailureInput).error
+    assert failure.Error == "SETUP_SCRIPT_FAILED" and isinstance(failure.Cause, str)
+    assert json.loads(failure.Cause)["message"]
+
+
+def test_the_event_sources_samples_parse_with_the_handlers_models() -> None:
+    intake = load("event_intake.json")
+    parse(intake, SqsModel)
+    (message,) = intake["Records"]
+    queued = QueuedEvent.model_validate_json(CreateConversationMessage.model_validate(message).body)
+    assert queued.detail_type == "CreateConversation"
+    CreateConversationDetail.model_validate(queued.detail)
+    stopped = parse(load("sandbox_watch.json"), EcsTaskStateChange)
+    assert stopped.detail.lastStatus == "STOPPED" and stopped.detail.exit_code == 137
 
 
 def test_sandbox_api_events_are_proxy_events_for_its_routes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,13 @@ def _create(workflow: WorkflowHarness, tmp_path: Path) -> tuple[str, str, str]:
 def _task_stopped(workflow: WorkflowHarness, conversation_id: str, task_arn: str, exit_code: int = 137) -> Any:
     event = {
         "version": "0",
+        "id": str(uuid.uuid4()),
         "source": "aws.ecs",
         "detail-type": "ECS Task State Change",
+        "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [task_arn],
         "detail": {
             "clusterArn": workflow.resources.attributes["SandboxCluster.Arn"],
             "taskArn": task_arn,

@@ -148,3 +148,30 @@ def test_the_state_machine_retries_exactly_the_errors_the_steps_raise() -> None:
         "LaunchSandbox": {SandboxLaunchThrottled.__name__},
         "MarkRunning": {RetryableError.__name__},
     }
+
+
+def test_each_step_is_handed_exactly_what_its_input_model_reads() -> None:
+    """The Payload of each Lambda Task names the fields of its step's input model
+    (models/workflow_steps.py, extra fields forbidden): a rename on either side fails here."""
+    from conversation_service.models.workflow_steps import (
+        InitializeContextInput,
+        LaunchSandboxInput,
+        MarkRunningInput,
+        RecordFailureInput,
+    )
+
+    models = {
+        "InitializeContext": InitializeContextInput,
+        "LaunchSandbox": LaunchSandboxInput,
+        "MarkRunning": MarkRunningInput,
+        "RecordFailure": RecordFailureInput,
+    }
+    states = _substituted()["States"]
+    payloads = {
+        name: {key.removesuffix(".$") for key in state["Parameters"]["Payload"]}
+        for name, state in states.items()
+        if state["Type"] == "Task"
+    }
+    assert set(payloads) == set(models)
+    for name, model in models.items():
+        assert payloads[name] == set(model.model_fields), name

@@ -3,6 +3,7 @@ the sandbox task stopped, and no secret in the execution history."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +163,27 @@ def test_sandbox_tokens_open_only_their_own_conversation(workflow: WorkflowHarne
     assert status == 200 and context["conversation_id"] == second
     unknown_phase = {"type": "phase", "phase": "STATUS$NOPE"}
     assert workflow.sandbox("POST", "/sandbox/v1/events", first_token, unknown_phase)[0] == 400
+
+
+def test_a_step_given_bad_input_ends_in_error_naming_the_field(workflow: WorkflowHarness, tmp_path: Path) -> None:
+    """MarkRunning handed a readiness report without the agent's conversation id: its typed
+    InvalidWorkflowInput goes through the Catch to RecordFailure, which records the reason."""
+    conversation_id = start(workflow, tmp_path)
+    task_token = workflow.wait_for(
+        lambda: (item := services.conversation_store().get(conversation_id, consistent=True)) and item.task_token,
+        what="LaunchSandbox's task token",
+    )
+    # moto takes a task token's answer only once the launching Lambda has returned.
+    workflow.wait_for(
+        lambda: any(event["type"] == "TaskSubmitted" for event in workflow.history(conversation_id)),
+        what="LaunchSandbox submitted",
+    )
+    workflow.session.client("stepfunctions").send_task_success(
+        taskToken=task_token, output=json.dumps({"agent_server_url": "http://127.0.0.1:8000"})
+    )
+    view = wait_for_status(workflow, conversation_id, "ERROR")
+    assert view["error_code"] == "INTERNAL"
+    assert "MarkRunning got invalid input: sandbox.agent_conversation_id: Field required" in view["error_message"]
+    failed = [e for e in workflow.history(conversation_id) if e["type"] == "TaskFailed"]
+    assert failed and failed[0]["taskFailedEventDetails"]["error"] == "InvalidWorkflowInput"
+    assert_clean_end(workflow, conversation_id)

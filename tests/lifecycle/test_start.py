@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from conversation_service import services
 from conversation_service.logic.clock import now_iso
+from conversation_service.models.context import SandboxReady
 from conversation_service.models.domain import ConversationStatus
 from conversation_service.models.errors import ConversationNotStarting
+from conversation_service.models.workflow_steps import StepFailure
 
 from tests.lifecycle.conftest import CONVERSATIONS, FIRST_MESSAGE, USER, Lifecycle, lifecycle_stack
 
@@ -129,8 +131,10 @@ def test_an_older_run_cannot_touch_the_current_one(life: Lifecycle) -> None:
         workflow.launch_sandbox(conversation_id, "stale-token", run=1)
     with pytest.raises(ConversationNotStarting):
         workflow.initialize_context(conversation_id, run=1)
-    assert workflow.record_failure(conversation_id, {"Error": "States.Timeout"}, run=1) == {"error_code": "STOPPED"}
-    ready = {"agent_server_url": "http://10.0.0.1:8000", "agent_conversation_id": "old"}
+    assert workflow.record_failure(conversation_id, StepFailure(Error="States.Timeout"), run=1) == {
+        "error_code": "STOPPED"
+    }
+    ready = SandboxReady(agent_server_url="http://10.0.0.1:8000", agent_conversation_id="old")
     assert workflow.mark_running(conversation_id, ready, run=1) == {"conversation_status": "STARTING"}
     assert life.view(conversation_id) == before
     assert len(life.tasks(conversation_id, "RUNNING")) == 1

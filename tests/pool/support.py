@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -97,8 +98,14 @@ def task_stopped_event(
     harness: WorkflowHarness, task: dict[str, Any], reason: str = "Essential container exited"
 ) -> dict:
     return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
         "source": "aws.ecs",
         "detail-type": "ECS Task State Change",
+        "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [task["taskArn"]],
         "detail": {
             "clusterArn": harness.resources.attributes["SandboxCluster.Arn"],
             "taskArn": task["taskArn"],

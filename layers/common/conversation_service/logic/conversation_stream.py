@@ -24,14 +24,14 @@ published twice, with the same `change_id`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC
 
 from conversation_service.dal import conversations as conversation_items
 from conversation_service.dal.events import EventBusMissing, OutgoingEvent
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.runs import execution_name
 from conversation_service.logic.workflow import CreationWorkflow
+from conversation_service.models.aws_events import ConversationStreamRecord
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus
 from conversation_service.models.events import (
     AGENT_STATUS_CHANGED,
@@ -61,24 +61,20 @@ class StreamChange:
     at: str | None = None  # when DynamoDB recorded the change (ISO 8601)
 
     @classmethod
-    def from_record(
-        cls,
-        event_name: str,
-        change_id: str,
-        old_image: dict[str, Any] | None,
-        new_image: dict[str, Any] | None,
-        approximate_epoch_seconds: float | None = None,
-    ) -> StreamChange:
-        """From a DynamoDB stream record's images (attribute-value form)."""
-        at = None
-        if approximate_epoch_seconds:
-            moment = datetime.fromtimestamp(float(approximate_epoch_seconds), UTC)
-            at = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    def from_record(cls, record: ConversationStreamRecord) -> StreamChange:
+        """From one parsed stream record (its images in attribute-value form)."""
+        change = record.dynamodb
+        moment = change.ApproximateCreationDateTime
+        at = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
         return cls(
-            event_name=event_name,
-            change_id=change_id,
-            old=conversation_items.ConversationStore.conversation_from_item(old_image) if old_image else None,
-            new=conversation_items.ConversationStore.conversation_from_item(new_image) if new_image else None,
+            event_name=record.eventName,
+            change_id=record.eventID or change.SequenceNumber,
+            old=conversation_items.ConversationStore.conversation_from_item(change.OldImage)
+            if change.OldImage
+            else None,
+            new=conversation_items.ConversationStore.conversation_from_item(change.NewImage)
+            if change.NewImage
+            else None,
             at=at,
         )
 

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.conversations import ConversationService
+from conversation_service.models.aws_events import QueuedEvent
 from conversation_service.models.errors import ServiceError
 from conversation_service.models.events import CREATE_CONVERSATION, CreateConversationDetail
 from conversation_service.observability import logger, record_rejection
@@ -74,9 +75,9 @@ class EventIntake:
         """Create the conversation one SQS message asks for; refusals go to the dead-letter queue."""
         try:
             envelope = _envelope(body)
-            source, event_id = str(envelope.get("source")), str(envelope.get("id") or message_id)
+            source, event_id = envelope.source, envelope.id or message_id
             logger.append_keys(event_source=source, event_id=event_id)
-            detail = self._accept(envelope, source)
+            detail = self._accept(envelope)
             try:
                 response = self._create(detail, event_id, source)
             except Exception as error:
@@ -92,22 +93,19 @@ class EventIntake:
         logger.info("conversation created from event", extra={"conversation_id": response})
         return IntakeResult(conversation_id=response)
 
-    def _accept(self, envelope: dict[str, Any], source: str) -> CreateConversationDetail:
-        if source not in self._trusted:
-            raise EventRefused("EVENT$UNTRUSTED_SOURCE", f"Source {source[:100]!r} is not a trusted event source")
-        if envelope.get("detail-type") != CREATE_CONVERSATION:
+    def _accept(self, envelope: QueuedEvent) -> CreateConversationDetail:
+        if envelope.source not in self._trusted:
+            raise EventRefused(
+                "EVENT$UNTRUSTED_SOURCE", f"Source {envelope.source[:100]!r} is not a trusted event source"
+            )
+        if envelope.detail_type != CREATE_CONVERSATION:
             raise EventRefused("EVENT$UNKNOWN_DETAIL_TYPE", f"Only {CREATE_CONVERSATION} events are accepted")
         try:
-            return CreateConversationDetail.model_validate(envelope.get("detail"))
+            return CreateConversationDetail.model_validate(envelope.detail)
         except ValidationError as invalid:
-            # Where and what only: `input` may hold a secret (an MCP server's key).
-            detail = [
-                {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
-                for error in invalid.errors()
-            ]
-            first = detail[0] if detail else {"loc": [], "msg": "invalid"}
-            where = ".".join(str(part) for part in first["loc"]) or "detail"
-            raise EventRefused("ERROR$VALIDATION", f"Invalid event detail: {where}: {first['msg']}", detail) from None
+            problems = _problems(invalid)
+            message = f"Invalid event detail: {_first(problems, 'detail')}"
+            raise EventRefused("ERROR$VALIDATION", message, problems) from None
 
     def _create(self, detail: CreateConversationDetail, event_id: str, source: str) -> str:
         key = detail.idempotency_key or f"event:{event_id}"
@@ -151,11 +149,28 @@ def redacted(value: Any) -> Any:
     return value
 
 
-def _envelope(body: str) -> dict[str, Any]:
+def _envelope(body: str) -> QueuedEvent:
     try:
-        envelope = json.loads(body)
-    except (json.JSONDecodeError, RecursionError):
-        raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event (not JSON)") from None
-    if not isinstance(envelope, dict):
-        raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event")
-    return envelope
+        return QueuedEvent.model_validate_json(body)
+    except ValidationError as invalid:
+        detail = _problems(invalid)
+        if any(problem["type"] == "json_invalid" for problem in detail):
+            raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event (not JSON)") from None
+        raise EventRefused(
+            "EVENT$MALFORMED", f"The message is not an EventBridge event: {_first(detail, 'event')}", detail
+        ) from None
+    except RecursionError:
+        raise EventRefused("EVENT$MALFORMED", "The message is not an EventBridge event (nested too deep)") from None
+
+
+def _problems(invalid: ValidationError) -> list[dict[str, Any]]:
+    """Where and what only: the input may hold a secret (an MCP server's key)."""
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in invalid.errors(include_url=False, include_input=False)
+    ]
+
+
+def _first(problems: list[dict[str, Any]], whole: str) -> str:
+    first = problems[0] if problems else {"loc": [], "msg": "invalid"}
+    return f"{'.'.join(str(part) for part in first['loc']) or whole}: {first['msg']}"

@@ -35,8 +35,10 @@ from conversation_service.models.domain import Conversation, ConversationStatus,
 from conversation_service.models.errors import (
     WORKFLOW_STEP_ERRORS,
     ConversationNotStarting,
+    InvalidWorkflowInput,
     SandboxLaunchFailed,
 )
+from conversation_service.models.workflow_steps import StepFailure
 from conversation_service.observability import (
     logger,
     record_conversation_error,
@@ -222,8 +224,7 @@ class CreationWorkflow:
 
     # -- step 3 ---------------------------------------------------------------------------
     @retried_by_the_workflow
-    def mark_running(self, conversation_id: str, sandbox: dict[str, Any], run: int | None = None) -> dict[str, str]:
-        ready = SandboxReady.model_validate(sandbox)
+    def mark_running(self, conversation_id: str, ready: SandboxReady, run: int | None = None) -> dict[str, str]:
         conversation = self._conversations.get(conversation_id, consistent=True)
         if conversation is None:
             raise ConversationNotStarting(conversation_id)
@@ -265,7 +266,7 @@ class CreationWorkflow:
         }
 
     # -- any failure ------------------------------------------------------------------------
-    def record_failure(self, conversation_id: str, error: dict[str, Any], run: int | None = None) -> dict[str, str]:
+    def record_failure(self, conversation_id: str, error: StepFailure, run: int | None = None) -> dict[str, str]:
         conversation = self._conversations.get(conversation_id, consistent=True)
         if conversation is None:
             return {"error_code": "DELETED"}
@@ -292,10 +293,10 @@ class CreationWorkflow:
         )
         return {"error_code": code}
 
-    def _classify(self, conversation: Conversation, error: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
-        name = str(error.get("Error", ""))
+    def _classify(self, conversation: Conversation, error: StepFailure) -> tuple[str, str, dict[str, Any] | None]:
+        name = error.Error
         raised = WORKFLOW_STEP_ERRORS.get(name)  # the step's own error, by its class
-        cause = _parse_cause(error.get("Cause"))
+        cause = _parse_cause(error.Cause)
         phase = conversation.runtime_status
         if name in SANDBOX_ERROR_CODES:
             reported = conversation.sandbox_failure or {}
@@ -326,6 +327,9 @@ class CreationWorkflow:
             )
         if raised is ConversationNotStarting:
             return "STOPPED", "The conversation was closed while it was starting", None
+        if raised is InvalidWorkflowInput:  # the fields and their faults, no values (workflow_steps.py)
+            reason = str(cause.get("errorMessage") or "a workflow step got invalid input")[:1000]
+            return "INTERNAL", f"The conversation could not start: {reason}; create it again.", {"phase": phase}
         return (
             "INTERNAL",
             "An internal error stopped the conversation from starting; create it again.",

@@ -204,6 +204,11 @@ class SandboxLaunchFailed(WorkflowStepError):
     """ECS would not start the task (configuration, permissions, a bad request)."""
 
 
+class InvalidWorkflowInput(WorkflowStepError):
+    """A step's input does not fit its model (models/workflow_steps.py): the fields and what is
+    wrong with them, never their values. Not retried: the same input fails the same way."""
+
+
 class SandboxLaunchThrottled(SandboxLaunchFailed):
     """ECS throttled RunTask or had no Fargate capacity: worth trying again after a backoff
     (LaunchSandbox's Retry names this class)."""
@@ -213,5 +218,11 @@ class SandboxLaunchThrottled(SandboxLaunchFailed):
 
 WORKFLOW_STEP_ERRORS: dict[str, type[WorkflowStepError]] = {
     error.__name__: error
-    for error in (RetryableError, ConversationNotStarting, SandboxLaunchFailed, SandboxLaunchThrottled)
+    for error in (
+        RetryableError,
+        ConversationNotStarting,
+        InvalidWorkflowInput,
+        SandboxLaunchFailed,
+        SandboxLaunchThrottled,
+    )
 }
