@@ -9,13 +9,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conversation_service.dal.workflow import WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.runs import execution_name
-from conversation_service.models.context import AgentContext
+from conversation_service.models.context import AgentContext, SandboxReady
 from conversation_service.models.domain import ConversationStatus, RuntimeStatus
-from conversation_service.models.errors import ConversationNotStarting, SandboxLaunchFailed, SandboxLaunchThrottled
+from conversation_service.models.errors import (
+    ConversationNotStarting,
+    InvalidWorkflowInput,
+    SandboxLaunchFailed,
+    SandboxLaunchThrottled,
+)
+from conversation_service.models.workflow_steps import StepFailure
 
 from tests.support.in_memory import InMemoryService
 
-READY = {"agent_server_url": "http://10.0.0.7:8000", "agent_conversation_id": "a" * 32, "workspace_dir": "/w"}
+READY = SandboxReady(agent_server_url="http://10.0.0.7:8000", agent_conversation_id="a" * 32, workspace_dir="/w")
 
 
 def test_the_outbox_starts_one_execution_per_run(service: InMemoryService, user: str) -> None:
@@ -76,7 +82,8 @@ def test_a_step_of_an_older_run_touches_nothing(service: InMemoryService, user: 
         workflow.initialize_context(conversation_id, run=1)
     with pytest.raises(ConversationNotStarting):
         workflow.launch_sandbox(conversation_id, "token-1", run=1)
-    assert workflow.record_failure(conversation_id, {"Error": "States.Timeout"}, run=1) == {"error_code": "STOPPED"}
+    timeout = StepFailure(Error="States.Timeout")
+    assert workflow.record_failure(conversation_id, timeout, run=1) == {"error_code": "STOPPED"}
     assert service.conversations.item(conversation_id) == before
     assert service.fleet.tasks == {}
 
@@ -127,7 +134,7 @@ def test_mark_running_records_the_sandbox_and_a_late_one_stops_its_task(service:
         workflow.launch_sandbox(conversation_id, f"token-{conversation_id}", run=1)
     assert workflow.mark_running(running, READY, run=1) == {"conversation_status": "RUNNING"}
     conversation = service.conversations.get(running)
-    assert conversation is not None and conversation.agent_server_url == READY["agent_server_url"]
+    assert conversation is not None and conversation.agent_server_url == READY.agent_server_url
     assert conversation.timeline[-1].phase == "STATUS$READY"
     service.lifecycle().stop(user, late)
     assert workflow.mark_running(late, READY, run=1) == {"conversation_status": "STOPPED"}
@@ -143,6 +150,13 @@ def test_mark_running_records_the_sandbox_and_a_late_one_stops_its_task(service:
         ({"Error": SandboxLaunchFailed.__name__, "Cause": '{"errorMessage": "no subnet"}'}, "SANDBOX_LAUNCH_FAILED"),
         ({"Error": SandboxLaunchThrottled.__name__}, "SANDBOX_LAUNCH_FAILED"),
         ({"Error": "KeyError", "Cause": "surprise"}, "INTERNAL"),
+        (
+            {
+                "Error": InvalidWorkflowInput.__name__,
+                "Cause": '{"errorMessage": "MarkRunning got invalid input: sandbox: Field required"}',
+            },
+            "INTERNAL",
+        ),
     ],
 )
 def test_record_failure_classifies_closes_and_stops_the_task(
@@ -151,13 +165,16 @@ def test_record_failure_classifies_closes_and_stops_the_task(
     conversation_id = service.create()
     workflow = service.workflow()
     workflow.launch_sandbox(conversation_id, "token-1", run=1)
-    assert workflow.record_failure(conversation_id, error, run=1) == {"error_code": code}
+    failure = StepFailure.model_validate(error)
+    assert workflow.record_failure(conversation_id, failure, run=1) == {"error_code": code}
     conversation = service.conversations.get(conversation_id)
     assert conversation is not None and conversation.conversation_status == ConversationStatus.ERROR
     assert conversation.error_code == code and conversation.error_message
+    if error["Error"] == InvalidWorkflowInput.__name__:  # the reason, as the step named it
+        assert "MarkRunning got invalid input: sandbox: Field required" in conversation.error_message
     assert service.fleet.tasks[conversation.task_arn].desired_status == "STOPPED"  # type: ignore[index]
     assert service.users.active_count(user) == 0
-    assert workflow.record_failure(conversation_id, error, run=1) == {"error_code": code}  # twice: harmless
+    assert workflow.record_failure(conversation_id, failure, run=1) == {"error_code": code}  # twice: harmless
     assert service.users.active_count(user) == 0
 
 
