@@ -15,17 +15,21 @@ from aws_lambda_powertools.utilities.parser.models import (
     EventBridgeModel,
     SqsRecordModel,
 )
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # An item in DynamoDB's attribute-value form ({"S": "..."}, {"N": "1"}, {"M": {...}}...): the
 # store turns it into a Conversation (ConversationStore.conversation_from_item), one translation.
 AttributeValueItem = dict[str, dict[str, Any]]
+# Each function reads one of these: their validators are built at first use, not at import.
+DEFERRED = ConfigDict(defer_build=True)
 
 
 # -- the conversations table's stream (ConversationStreamFunction) ---------------------------------
 class ConversationChange(DynamoDBStreamChangedRecordModel):
     """A record's `dynamodb`: the images stay in attribute-value form (Powertools would turn them
     into plain values; the store reads the form DynamoDB writes)."""
+
+    model_config = DEFERRED
 
     Keys: AttributeValueItem
     NewImage: AttributeValueItem | None = None
@@ -40,11 +44,15 @@ class ConversationChange(DynamoDBStreamChangedRecordModel):
 class ConversationStreamRecord(DynamoDBStreamRecordModel):
     """One record of the conversations table's stream (NEW_AND_OLD_IMAGES)."""
 
+    model_config = DEFERRED
+
     dynamodb: ConversationChange
 
 
 # -- ECS (SandboxWatchFunction's rule on the default bus) --------------------------------------
 class EcsContainerState(BaseModel):
+    model_config = DEFERRED
+
     name: str | None = None
     lastStatus: str | None = None
     exitCode: int | None = None
@@ -52,6 +60,8 @@ class EcsContainerState(BaseModel):
 
 class EcsTaskState(BaseModel):
     """The fields of an "ECS Task State Change" detail the service reads (ECS sends more)."""
+
+    model_config = DEFERRED
 
     clusterArn: str
     taskArn: str
@@ -68,6 +78,8 @@ class EcsTaskState(BaseModel):
 
 
 class EcsTaskStateChange(EventBridgeModel):
+    model_config = DEFERRED
+
     source: Literal["aws.ecs"]
     detail_type: Literal["ECS Task State Change"] = Field(alias="detail-type")
     detail: EcsTaskState
@@ -78,12 +90,16 @@ class CreateConversationMessage(SqsRecordModel):
     """One message of CreateConversationQueue: `body` is the EventBridge event as the rule
     delivered it (parsed by EventIntake, which dead-letters what does not fit, with the reason)."""
 
+    model_config = DEFERRED
+
     body: str
 
 
 class QueuedEvent(EventBridgeModel):
     """The EventBridge event in a CreateConversation message's body. Its detail is checked
     against CreateConversationDetail once the source and detail-type are known."""
+
+    model_config = DEFERRED
 
     account: str | None = None  # type: ignore[assignment]  # not read; moto's bus-to-queue delivery leaves it out
     detail: dict[str, Any]

@@ -23,7 +23,7 @@ class WorkflowStepInput(BaseModel):
     """Every step gets the conversation and the execution it runs in (`$$.Execution.Name`: the
     run is derived from it, logic/runs.py)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built at first use: one model per function
 
     conversation_id: str = ConversationIdField
     execution_name: str | None = Field(default=None, min_length=1, max_length=80)
@@ -45,7 +45,7 @@ class StepFailure(BaseModel):
     """A Catch's `ResultPath: $.error`: the error's name (Lambda's errorType, `States.Timeout`, a
     sandbox's code) and its cause (Lambda's JSON `{"errorMessage": ...}`, or the sandbox's report)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     Error: str = Field(default="", max_length=256)
     Cause: str | dict[str, Any] | None = None
