@@ -92,17 +92,20 @@ sam-build: $(SAM_VENV)/.installed
 # Each suite runs in its own pytest process: they start moto in different ways (in-process
 # mocks, moto servers, the whole local stack), and a process per suite keeps one suite's
 # process-wide state (patched moto backends, cached clients) from reaching the next.
-# pytest exits 5 when it collects nothing; say so loudly rather than fail the build on it.
+# scripts/test_suites.py runs TEST_JOBS of them at once (one pytest keeps about one core busy),
+# longest first, never two of TEST_ONE_AT_A_TIME together (they boot agent-servers: 13 s of CPU
+# each, and the timeouts a second boot would squeeze); each suite's output is printed whole when
+# it ends, a summary names each suite with its seconds, and exit 5 (no tests) is said, not failed.
+# The checks before them run TEST_JOBS at a time too, each target's output kept together.
 TEST_SUITES := $(filter-out __pycache__ support,$(notdir $(patsubst %/,%,$(wildcard tests/*/))))
+TEST_JOBS ?= 2
+TEST_ONE_AT_A_TIME := e2e sandbox channel image client
+TEST_ORDER := reliability lifecycle e2e client sandbox pool emulated integration channel image unit
+TEST_RUN_ORDER := $(filter $(TEST_SUITES),$(TEST_ORDER)) $(filter-out $(TEST_ORDER),$(TEST_SUITES))
 
-test: install lint openapi-check sam-validate sam-build .sandbox-image-for-tests
-	@failed=""; for suite in $(TEST_SUITES); do \
-	  echo "== tests/$$suite"; \
-	  $(VENV)/bin/pytest -q tests/$$suite; rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests in tests/$$suite" >&2; rc=0; fi; \
-	  if [ $$rc -ne 0 ]; then failed="$$failed $$suite"; fi; \
-	done; \
-	if [ -n "$$failed" ]; then echo "FAILED suites:$$failed" >&2; exit 1; fi
+test: install .sandbox-image-for-tests
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target lint openapi-check sam-validate sam-build
+	@$(PY) scripts/test_suites.py --jobs $(TEST_JOBS) --one-at-a-time "$(TEST_ONE_AT_A_TIME)" $(TEST_RUN_ORDER)
 
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests -m "not e2e and not agent_server"
@@ -111,4 +114,4 @@ bench: install
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .devstack .test-logs .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,9 @@ os.environ.update(
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "OpenHandsConversations",
         "POWERTOOLS_DEV": "false",
+        # moto's EC2 backend would build its ~1,300 default AMIs in every new account (0.1-0.2 s of
+        # CPU per provisioned stack); the sandbox network needs none.
+        "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
     }
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
