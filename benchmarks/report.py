@@ -274,7 +274,57 @@ def _render_start(start: dict[str, Any]) -> list[str]:
         f"{burst['refill_to_pool_s']:.1f} s after the burst's last RUNNING.",
         "",
     ]
-    return out
+    return out + _render_start_hops(warm, cold)
+
+
+HOP_MEANINGS = {
+    "client.post": "the POST's round trip (API Gateway, authorizer, the create's transaction)",
+    "service.stream_to_workflow": "QUEUED -> INITIALIZING_CONTEXT: the stream, its consumer, the execution's start",
+    "service.initialize_context": "InitializeContext (the context to S3), then the transition to LaunchSandbox",
+    "service.claim_or_run_task": "LaunchSandbox: the pool claim (warm) or RunTask (cold)",
+    "service.to_sandbox": "-> the sandbox's first phase: assignment delivered (warm) or the task started (cold)",
+    "service.in_sandbox": "RUNTIME_STARTED -> `ready` received (split by the sandbox's rows below)",
+    "service.ready_to_running": "`ready` -> MarkRunning's write (the task token's success, the next step)",
+    "client.ready_to_seen_running": "READY -> the GET that showed RUNNING (the answer's way back, the 0.1 s poll)",
+    "sandbox.assignment_to_start": "warm: the assignment -> its settings read (the sealed token opened)",
+    "sandbox.process_to_start": "cold: the bootstrap's import -> its settings read (the sealed token opened)",
+    "sandbox.phase_reports": "the five phase calls to the service, together",
+    "sandbox.context_fetch": "GET /v1/context",
+    "sandbox.users": "cold: the users, directories and the agent-server's spawn (warm: done while idle)",
+    "sandbox.clone": "the clone of the branch",
+    "sandbox.setup_script": "the repository's setup script as the setup user, then its processes killed",
+    "sandbox.git_hooks": "the pre-commit hook, the microagents listed",
+    "sandbox.head_commit": "HEAD read for the workspace report",
+    "sandbox.agent_server": "cold: the rest of the agent-server's boot after the hooks; warm: checked",
+    "sandbox.conversation_create": "POST /api/conversations on the agent-server (with the first message)",
+}
+
+
+def _render_start_hops(warm: dict[str, Any], cold: dict[str, Any]) -> list[str]:
+    """The p50 of each hop, warm and cold: the conversations' `start_hops` plus the client's two."""
+    warm_hops, cold_hops = warm.get("hop_p50_ms") or {}, cold.get("hop_p50_ms") or {}
+    if not warm_hops and not cold_hops:
+        return []
+    names = [name for name in HOP_MEANINGS if name in warm_hops or name in cold_hops]
+    names += [name for name in [*warm_hops, *cold_hops] if name not in names]
+
+    def cell(hops: dict[str, float], name: str) -> str:
+        return f"{hops[name] / 1000:.2f}" if name in hops else ""
+
+    out = [
+        "Where the time goes, p50 of each hop over the same samples (s; a p50 per hop, so the rows do not add "
+        "up to the p50 of the whole). The service's rows add up to QUEUED -> READY of each sample; the "
+        "sandbox's split `in_sandbox` (and, for the first, part of `to_sandbox`). From each conversation's "
+        "`start_hops` (GET /api/conversations/{id}).",
+        "",
+        "| hop | what | warm p50 s | cold p50 s |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    out += [
+        f"| `{name}` | {HOP_MEANINGS.get(name, '')} | {cell(warm_hops, name)} | {cell(cold_hops, name)} |"
+        for name in names
+    ]
+    return [*out, ""]
 
 
 def splice(document: str, block: str) -> str:

@@ -15,6 +15,10 @@ against the bare agent-server boot measured in the same run, and a burst larger 
   benchmarks/load.py): every one must reach RUNNING, the warm ones before the cold ones, each
   claimed pool item names one of the burst's conversations and no sandbox or conversation twice;
   then the time until the pool shows 2 idle again (the refill).
+- *Hops*: each sample's `start_hops` (the conversation's view once RUNNING: the service's hops,
+  which add up to QUEUED -> READY, and the sandbox's own steps), plus two the client sees: the
+  POST's round trip and READY -> the GET that showed RUNNING (the poll's slack). The p50 of each
+  hop, warm and cold, is in the results and docs/performance.md.
 
 Every sandbox is a real local process with the real bootstrap and agent-server; 127.0.0.1 only.
 """
@@ -44,7 +48,7 @@ BURST = 4
 POOL_TABLE = "local-SandboxPoolTable"
 BOOT_TIMEOUT = 240.0  # an agent-server boot: 13 s idle, 40 s or more on a busy machine
 RUNNING_TIMEOUT = 300.0
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 AIM_WARM_P50_S = 1.5
 AIM_WARM_P95_S = 2.5
 AIM_COLD_OVER_BARE_S = 1.5
@@ -125,11 +129,17 @@ def wait_for_idle(stack: LocalStackProcess, count: int) -> float:
 
 
 def create(stack: LocalStackProcess) -> tuple[str, float]:
+    conversation_id, began, _ = timed_create(stack)
+    return conversation_id, began
+
+
+def timed_create(stack: LocalStackProcess) -> tuple[str, float, float]:
+    """(conversation id, when the POST was sent, its round trip in seconds)."""
     began = time.monotonic()
     status, body = _request("POST", f"{stack.api_url}/conversations", BODY)
     if status != 200:
         raise RuntimeError(f"create failed: {status} {body}")
-    return str(body["conversation_id"]), began
+    return str(body["conversation_id"]), began, time.monotonic() - began
 
 
 def wait_running(stack: LocalStackProcess, conversation_id: str, began: float) -> tuple[float, dict[str, Any]]:
@@ -153,11 +163,35 @@ def delete(stack: LocalStackProcess, conversation_id: str) -> None:
         raise RuntimeError(f"delete {conversation_id} failed: {status} {body}")
 
 
-def one_start(stack: LocalStackProcess) -> tuple[float, str]:
-    conversation_id, began = create(stack)
+def one_start(stack: LocalStackProcess) -> tuple[float, str, dict[str, float]]:
+    """(POST -> RUNNING seconds, warm or cold, that start's hops in milliseconds)."""
+    conversation_id, began, post_seconds = timed_create(stack)
     seconds, view = wait_running(stack, conversation_id, began)
     delete(stack, conversation_id)
-    return seconds, str(view.get("start"))
+    return seconds, str(view.get("start")), sample_hops(view, post_seconds, seconds)
+
+
+def sample_hops(view: dict[str, Any], post_seconds: float, running_seconds: float) -> dict[str, float]:
+    """`<measured_by>.<hop>` -> milliseconds, in order: the POST, the service's and sandbox's hops,
+    and what is left between READY and the GET that showed RUNNING (the client's side of the clock)."""
+    hops = {"client.post": round(post_seconds * 1000.0, 1)}
+    recorded = view.get("start_hops") or []
+    hops.update({f"{hop['measured_by']}.{hop['hop']}": float(hop["milliseconds"]) for hop in recorded})
+    service_ms = sum(float(hop["milliseconds"]) for hop in recorded if hop["measured_by"] == "service")
+    # The POST's own time is before QUEUED's write and after it; the rest of POST -> RUNNING beyond
+    # QUEUED -> READY is the answer's way back and the poll.
+    hops["client.ready_to_seen_running"] = round(
+        max(0.0, running_seconds * 1000.0 - service_ms - post_seconds * 1000.0), 1
+    )
+    return hops
+
+
+def hop_p50s(samples: list[dict[str, float]]) -> dict[str, float]:
+    """p50 of each hop over the samples that have it, in the order hops first appear."""
+    names: list[str] = []
+    for sample in samples:
+        names += [name for name in sample if name not in names]
+    return {name: percentile([s[name] for s in samples if name in s], 50) for name in names}
 
 
 def _summary(samples: list[float]) -> dict[str, Any]:
@@ -172,38 +206,43 @@ def run_cold(samples: int, bare_every: int, work: Path, log: Any) -> tuple[dict[
     cold: list[float] = []
     bare: list[float] = []
     loads: list[float] = []
+    hops: list[dict[str, float]] = []
     with LocalStackProcess(work / "stack-cold", pool=0) as stack:
         for index in range(samples):
             if index % bare_every == 0:
                 bare.append(bare_boot_seconds(work))
                 log(f"  start: bare agent-server boot {bare[-1]:.1f} s (load {load_average():.1f})")
             loads.append(load_average())
-            seconds, start = one_start(stack)
+            seconds, start, sample = one_start(stack)
             if start != "cold":
                 raise RuntimeError(f"a --pool 0 start reported start={start!r}")
             cold.append(seconds)
+            hops.append(sample)
             log(f"  start: cold {index + 1}/{samples} {seconds:.1f} s (load {loads[-1]:.1f})")
     bare.append(bare_boot_seconds(work))
     log(f"  start: bare agent-server boot {bare[-1]:.1f} s (load {load_average():.1f})")
-    return {**_summary(cold), "load_average_1m": loads}, bare
+    return {**_summary(cold), "load_average_1m": loads, "hops_ms": hops, "hop_p50_ms": hop_p50s(hops)}, bare
 
 
 def run_warm(samples: int, work: Path, log: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     warm: list[float] = []
     loads: list[float] = []
     refills: list[float] = []
+    hops: list[dict[str, float]] = []
     with LocalStackProcess(work / "stack-warm", pool=POOL) as stack:
         wait_for_idle(stack, POOL)
         for index in range(samples):
             refills.append(wait_for_idle(stack, 1))
             loads.append(load_average())
-            seconds, start = one_start(stack)
+            seconds, start, sample = one_start(stack)
             if start != "warm":
                 raise RuntimeError(f"a start with an idle pool sandbox reported start={start!r}")
             warm.append(seconds)
+            hops.append(sample)
             log(f"  start: warm {index + 1}/{samples} {seconds:.1f} s (load {loads[-1]:.1f})")
         burst = run_burst(stack, log)
-    return {**_summary(warm), "load_average_1m": loads, "waited_for_an_idle_sandbox_s": refills}, burst
+    summary = {**_summary(warm), "load_average_1m": loads, "waited_for_an_idle_sandbox_s": refills}
+    return {**summary, "hops_ms": hops, "hop_p50_ms": hop_p50s(hops)}, burst
 
 
 def run_burst(stack: LocalStackProcess, log: Any) -> dict[str, Any]:
@@ -297,4 +336,6 @@ def run(samples: int = 10, bare_every: int = 5, log: Any = print) -> dict[str, A
         f"  start: bare p50 {bare_p50:.1f} s, cold p50 {cold['p50_s']:.1f} s, "
         f"warm p50 {warm['p50_s']:.1f} s p95 {warm['p95_s']:.1f} s"
     )
+    for kind, figures in (("warm", warm), ("cold", cold)):
+        log(f"  start: {kind} hop p50 (ms): " + ", ".join(f"{n} {v:.0f}" for n, v in figures["hop_p50_ms"].items()))
     return result

@@ -47,6 +47,7 @@ from openhands_sandbox.logs import Redactor, configure_logging, fields
 from openhands_sandbox.processes import clean_environment
 from openhands_sandbox.relay import EventRelay
 from openhands_sandbox.settings import SandboxSettings, SettingsError
+from openhands_sandbox.timings import PROCESS_STARTED, StepTimer
 from openhands_sandbox.users import SandboxUser, SandboxUsers, unsearchable_ancestor
 from openhands_sandbox.workspace import (
     SETUP_SCRIPT,
@@ -96,6 +97,8 @@ class BootedAgentServer:
     agent_server: AgentServer
     relay: EventRelay
     session_api_key: str = field(repr=False)
+    assigned_at: float | None = None
+    """A pool sandbox's: when its assignment arrived (monotonic), where the conversation's clock starts."""
 
 
 class Bootstrap:
@@ -118,6 +121,10 @@ class Bootstrap:
         self._users: SandboxUsers | None = None
         self._tmux_dir: Path | None = None
         self.booted: BootedAgentServer | None = None
+        # Each step's seconds, sent with `ready` (timings.py): from the assignment, or the import.
+        assigned_at = booted.assigned_at if booted is not None else None
+        self.timer = StepTimer(PROCESS_STARTED if assigned_at is None else assigned_at)
+        self.timer.since_began("process_to_start" if assigned_at is None else "assignment_to_start")
         if booted is not None:
             self.adopt(booted)
 
@@ -206,10 +213,13 @@ class Bootstrap:
     def start_runtime(self) -> StartedRuntime:
         """The five phases of docs/sandbox-protocol.md, each reported before it starts; the
         agent-server boots meanwhile (a pool sandbox's has booted already)."""
+        timer = self.timer
         self.enter(Phase.RUNTIME_STARTED)
         if self.booted is None:
-            self.adopt(self.boot_agent_server(f"openhands-sandbox-{self.settings.conversation_id[:8]}-"))
-        context = self.fetch_context()
+            with timer.step("users"):
+                self.adopt(self.boot_agent_server(f"openhands-sandbox-{self.settings.conversation_id[:8]}-"))
+        with timer.step("context_fetch"):
+            context = self.fetch_context()
         users = self.users
         # The clone runs as the bootstrap, in a tree nobody else has touched yet.
         git = Git(
@@ -219,21 +229,25 @@ class Bootstrap:
         )
 
         self.enter(Phase.SETTING_UP_WORKSPACE)
-        workspace = self.set_up_workspace(context, git, users.bootstrap_dir)
+        with timer.step("clone"):
+            workspace = self.set_up_workspace(context, git, users.bootstrap_dir)
 
         self.enter(Phase.RUNNING_SETUP_SCRIPT)
-        self.run_setup_script(context, workspace)
+        with timer.step("setup_script"):
+            self.run_setup_script(context, workspace)
 
         self.enter(Phase.SETTING_UP_GIT_HOOKS)
-        microagents = self.set_up_git_hooks(workspace)
+        with timer.step("git_hooks"):
+            microagents = self.set_up_git_hooks(workspace)
         # The agent-server already runs as the agent user: no repository code may run as that
         # user before the conversation exists, so HEAD is read from the files, not with git.
-        with users.acting_as(users.agent):
+        with timer.step("head_commit"), users.acting_as(users.agent):
             commit = head_commit_from_files(workspace.path)
 
         self.enter(Phase.STARTING_AGENT_SERVER)
-        relay = self.start_relay()
-        agent_server = self.ready_agent_server()
+        with timer.step("agent_server"):
+            relay = self.start_relay()
+            agent_server = self.ready_agent_server()
         relay.before_stopped_status = WorkspacePublisher(
             self.client,
             workspace.path,
@@ -242,14 +256,19 @@ class Bootstrap:
             GitRunner(env=self.child_environment(users.agent), user=users.agent.uid, group=users.agent.gid),
             self.settings.workspace_diff_cap_bytes,
         ).publish
+        with timer.step("conversation_create"):
+            agent_conversation_id = agent_server.create_conversation(
+                start_conversation_request(context, workspace.path)
+            )
         report = ReadyReport(
             agent_server_url=self.agent_server_url(),
-            agent_conversation_id=agent_server.create_conversation(start_conversation_request(context, workspace.path)),
+            agent_conversation_id=agent_conversation_id,
             workspace_dir=str(workspace.path),
             commit=commit,
             microagents=microagents,
             # The agent-server's key is the sandbox's own (the context's is not used).
             session_api_key=self.booted_agent_server.session_api_key,
+            timings=timer.report(),
         )
         self.stop.raise_if_requested()
         self.client.send_ready(report)
@@ -375,7 +394,8 @@ class Bootstrap:
         """Report ``phase`` before doing it (unless a stop was requested meanwhile)."""
         self.stop.raise_if_requested()
         log.info("phase", extra=fields(phase=phase.value))
-        self.client.send_phase(phase)
+        with self.timer.step("phase_reports"):
+            self.client.send_phase(phase)
 
     def fetch_context(self) -> ConversationContext:
         try:

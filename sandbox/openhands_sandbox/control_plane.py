@@ -66,6 +66,8 @@ class ReadyReport:
     microagents: list[str]
     session_api_key: str | None = field(default=None, repr=False)
     """Only from a warm sandbox: the key its agent-server booted with before any conversation."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per step of the sandbox's own (openhands_sandbox.timings), in the order they ran."""
 
 
 class ControlPlaneClient:
@@ -106,6 +108,7 @@ class ControlPlaneClient:
                 "commit": report.commit,
                 "microagents": report.microagents,
                 **({"session_api_key": report.session_api_key} if report.session_api_key else {}),
+                **({"timings": report.timings} if report.timings else {}),
             }
         )
 

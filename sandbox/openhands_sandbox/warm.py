@@ -22,6 +22,7 @@ it dead and starts another).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import secrets
@@ -131,6 +132,7 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
         log.info("agent-server booted; idle", extra=fields(boot_seconds=round(boot_seconds, 3)))
         client.report_idle(boot_seconds)
         assignment = wait_for_assignment(client, agent_server, stop)
+        booted = dataclasses.replace(booted, assigned_at=time.monotonic())
     except BaseException as error:
         idle.stop_children()
         idle.clean_up()

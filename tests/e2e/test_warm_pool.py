@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from conversation_service.logic.start_hops import SERVICE_HOPS
 
 from tests.e2e.local_stack import (
     AGENT_PYTHON,
@@ -91,6 +92,13 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         seconds = time.monotonic() - started
         assert view["conversation_status"] == "RUNNING" and view["start"] == "warm", view
         print(f"warm start: POST -> RUNNING in {seconds:.1f} s")
+        # Every hop recorded: the service's in order, then the real bootstrap's own steps of a warm start.
+        hops = [(hop["measured_by"], hop["hop"]) for hop in view["start_hops"]]
+        service = [("service", name) for name in SERVICE_HOPS]
+        sandbox_steps = ["assignment_to_start", "phase_reports", "context_fetch", "clone", "setup_script"]
+        sandbox_steps += ["git_hooks", "head_commit", "agent_server", "conversation_create"]
+        assert hops == service + [("sandbox", step) for step in sandbox_steps], hops
+        print("  hops (ms): " + ", ".join(f"{hop['hop']} {hop['milliseconds']}" for hop in view["start_hops"]))
 
         # The same agent-server, booted while idle, serves the conversation in the claimed sandbox.
         assert int(view["agent_server_url"].rsplit(":", 1)[1]) == int(sandbox["agent_server_port"])

@@ -103,6 +103,9 @@ def test_a_ready_url_that_is_not_the_tasks_own_address_is_refused(
         (json.dumps(ready("http://10.0.0.1:8000", microagents=["x" * 201])), 422),
         (json.dumps(ready("http://10.0.0.1:8000", commit="not-a-commit")), 422),
         (json.dumps(ready("http://10.0.0.1:8000", agent_conversation_id="../../x")), 422),
+        (json.dumps(ready("http://10.0.0.1:8000", timings={"a_step_of_its_own": 1.0})), 422),  # only timings.py's
+        (json.dumps(ready("http://10.0.0.1:8000", timings={"clone": -1.0})), 422),
+        (json.dumps(ready("http://10.0.0.1:8000", reported_at="2020-01-01T00:00:00Z")), 422),  # the service's own
         (
             json.dumps(
                 {"type": "failed", "error_code": "SETUP_SCRIPT_FAILED", "details": {"a": {"b": {"c": {"d": {"e": 1}}}}}}

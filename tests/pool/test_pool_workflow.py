@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conversation_service import services
 from conversation_service.dal.sandboxes import SandboxFleet
+from conversation_service.logic.start_hops import SERVICE_HOPS
 
 from tests.integration.conftest import WorkflowHarness
 from tests.pool.support import (
@@ -62,6 +63,18 @@ def run_assigned(harness: WorkflowHarness, conversation_id: str, token: str, rea
     assert report(harness, token, ready) == 200
 
 
+def assert_start_hops(view: dict[str, Any], sandbox_steps: list[str]) -> None:
+    """Every service hop, in order, adding up to the timeline's QUEUED -> READY; then the sandbox's."""
+    hops = view["start_hops"]
+    service = [hop for hop in hops if hop["measured_by"] == "service"]
+    assert [hop["hop"] for hop in service] == list(SERVICE_HOPS)
+    assert hops[: len(service)] == service and all(hop["milliseconds"] >= 0 for hop in hops)
+    assert [hop["hop"] for hop in hops[len(service) :]] == sandbox_steps
+    timeline = {entry["phase"]: datetime.fromisoformat(entry["at"]) for entry in view["timeline"]}
+    queued_to_ready = (timeline["STATUS$READY"] - timeline["STATUS$QUEUED"]).total_seconds() * 1000
+    assert abs(sum(hop["milliseconds"] for hop in service) - queued_to_ready) <= len(service)
+
+
 def test_a_create_claims_an_idle_sandbox_that_then_runs_as_a_cold_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -77,10 +90,14 @@ def test_a_create_claims_an_idle_sandbox_that_then_runs_as_a_cold_one(
     assert set(assignment) >= {"CONVERSATION_ID", "SANDBOX_API_URL"}
     assert harness.sandbox_task(conversation_id) is None
     token = harness.open_assigned_token(assignment)
-    run_assigned(harness, conversation_id, token, {**READY, "session_api_key": SESSION_KEY})
+    # Given out of order: the view lists them in the order the sandbox runs them.
+    timings = {"clone": 0.5, "assignment_to_start": 0.01, "conversation_create": 0.25, "context_fetch": 0.1}
+    run_assigned(harness, conversation_id, token, {**READY, "session_api_key": SESSION_KEY, "timings": timings})
 
     view = settle(harness, conversation_id)
     assert view["conversation_status"] == "RUNNING" and view["start"] == "warm", view
+    assert_start_hops(view, ["assignment_to_start", "context_fetch", "clone", "conversation_create"])
+    assert [hop["milliseconds"] for hop in view["start_hops"] if hop["measured_by"] == "sandbox"] == [10, 100, 500, 250]
     conversation = services.conversation_store().get(conversation_id, consistent=True)
     assert conversation is not None and conversation.task_arn == pool_task(harness, sandbox_id)["taskArn"]
     # The session key the sandbox made is the one on record (sealed), and never in the history.
@@ -106,6 +123,7 @@ def test_a_pool_of_zero_behaves_as_before(monkeypatch: pytest.MonkeyPatch, tmp_p
     run_assigned(harness, conversation_id, token, READY)
     view = settle(harness, conversation_id)
     assert view["conversation_status"] == "RUNNING" and view["start"] == "cold"
+    assert_start_hops(view, [])  # a ready without timings (an older sandbox): the service's hops only
     assert pool_items(harness) == []
     # A cold start records the task's own phase timestamps.
     assert view["task_timestamps"] == {

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from openhands_sandbox.http_client import http_request, open_http
+from openhands_sandbox.timings import STEPS
 from sandbox_harness import (
     AGENT_VENV_PYTHON,
     ControlPlaneDouble,
@@ -134,6 +135,11 @@ def test_reaches_ready_with_a_conversation_holding_the_first_message(
         "STATUS$SETTING_UP_GIT_HOOKS",
         "STATUS$STARTING_AGENT_SERVER",
     ]
+    # Each step's seconds, in the order they ran (timings.py; the service checks the names).
+    timings = ready.pop("timings")
+    assert list(timings) == [step for step in STEPS if step in timings]
+    assert set(timings) >= {"process_to_start", "phase_reports", "context_fetch", "clone", "conversation_create"}
+    assert all(isinstance(seconds, float) and seconds >= 0 for seconds in timings.values())
     assert ready == {
         "type": "ready",
         "agent_server_url": f"http://127.0.0.1:{sandbox.port}",

@@ -239,3 +239,20 @@ def test_a_separated_agent_server_owns_its_port_only_through_a_socket_of_the_age
         listener.kill()
         listener.wait()
     assert not server_run_as(NOBODY).owns_its_port()  # nothing listens any more
+
+
+def test_the_steps_a_sandbox_times_are_the_ones_the_service_accepts_in_the_same_order() -> None:
+    # Two deployables, one contract: the bootstrap's names (timings.py) and the service's (models).
+    from typing import get_args
+
+    from conversation_service.models.context import SandboxStep
+    from openhands_sandbox.timings import STEPS, StepTimer
+
+    assert get_args(SandboxStep) == STEPS
+    timer = StepTimer(began=0.0)
+    timer.add("clone", 0.25)
+    timer.add("phase_reports", 0.1)
+    timer.add("phase_reports", 0.2)
+    assert list(timer.report().items()) == [("phase_reports", 0.3), ("clone", 0.25)]
+    with pytest.raises(ValueError, match="unknown step"):
+        timer.add("not_a_step", 1.0)

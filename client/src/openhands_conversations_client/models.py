@@ -64,6 +64,25 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class StartHop:
+    """One hop of a start (`start_hops`): `measured_by` "service" (they add up to QUEUED -> READY)
+    or "sandbox" (its own steps, within the service's `in_sandbox`)."""
+
+    hop: str
+    milliseconds: int
+    measured_by: str
+
+    @classmethod
+    def from_json(cls, data: object) -> StartHop:
+        hop = _as_object(data, "a start hop")
+        return cls(
+            hop=_require(hop, "hop", str),
+            milliseconds=_require(hop, "milliseconds", int),
+            measured_by=_require(hop, "measured_by", str),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     """`GET /api/conversations/{id}` (and each item of the list)."""
 
@@ -96,6 +115,7 @@ class Conversation:
     agent_status: str | None = None  # idle, running, waiting_for_confirmation, finished, ... (None until reported)
     start: str | None = None  # "warm" (a pool sandbox was claimed) or "cold" (a new task)
     task_timestamps: dict[str, str] | None = None  # cold starts on ECS: createdAt, pullStartedAt, ...
+    start_hops: tuple[StartHop, ...] | None = None  # where the start's time went (once RUNNING)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -142,6 +162,11 @@ class Conversation:
             task_timestamps=(
                 {str(name): str(at) for name, at in task_timestamps.items()}
                 if isinstance(task_timestamps, Mapping)
+                else None
+            ),
+            start_hops=(
+                tuple(StartHop.from_json(hop) for hop in body["start_hops"])
+                if isinstance(body.get("start_hops"), list)
                 else None
             ),
             raw=dict(body),

@@ -76,6 +76,8 @@ _PER_RUN_FIELDS = (
     "start",
     "pool_sandbox_id",
     "task_timestamps",
+    "launched_at",
+    "start_hops",
     "task_token",
     "sandbox_token_hash",
     "context_delivered",

@@ -197,7 +197,8 @@ class SandboxChannel:
         elif event.type == "heartbeat":
             self._engine.heartbeat(task_token)
         elif event.type == "ready":
-            reported = event.model_dump(include=set(SandboxReady.model_fields))
+            reported = event.model_dump(include=set(SandboxReady.model_fields) - {"timings"})
+            reported |= {"timings": event.timings or {}, "reported_at": now_iso()}
             try:
                 ready = SandboxReady.model_validate(reported)
             except ValidationError as error:

@@ -22,6 +22,7 @@ from conversation_service.logic.first_message import first_message
 from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
 from conversation_service.logic.pool import WarmPool
 from conversation_service.logic.runs import execution_name
+from conversation_service.logic.start_hops import start_hops
 from conversation_service.models.context import (
     SANDBOX_ERROR_CODES,
     AgentConfig,
@@ -216,6 +217,7 @@ class CreationWorkflow:
             task_arn=task_arn,
             start=start,
             pool_sandbox_id=claimed.sandbox_id if claimed else None,
+            launched_at=now_iso(),
         ):
             self._fleet.stop(task_arn, "conversation closed while its sandbox was launching")
             raise ConversationNotStarting(conversation_id)
@@ -228,9 +230,11 @@ class CreationWorkflow:
         conversation = self._conversations.get(conversation_id, consistent=True)
         if conversation is None:
             raise ConversationNotStarting(conversation_id)
+        running_at = now_iso()
+        hops = start_hops(conversation, ready, running_at)
         running = self._conversations.mark_running(
             conversation_id,
-            at=now_iso(),
+            at=running_at,
             last_active_at=now_epoch_ms(),
             run=run,
             agent_server_url=ready.agent_server_url,
@@ -238,6 +242,7 @@ class CreationWorkflow:
             workspace_dir=ready.workspace_dir,
             microagents=ready.microagents,
             task_timestamps=self._task_timestamps(conversation),
+            start_hops=[hop.model_dump() for hop in hops],
         )
         if not running:
             if conversation.task_arn and run in (None, conversation.run):
@@ -248,6 +253,14 @@ class CreationWorkflow:
         record_time_to_running(
             seconds_since(conversation.timeline[0].at if conversation.timeline else conversation.created_at),
             conversation.start,
+        )
+        logger.info(
+            "start hops",
+            extra={
+                "conversation_id": conversation_id,
+                "start": conversation.start,
+                "hops_ms": {f"{hop.measured_by}.{hop.hop}": hop.milliseconds for hop in hops},
+            },
         )
         return {"conversation_status": ConversationStatus.RUNNING.value}
 

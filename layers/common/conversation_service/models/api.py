@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from conversation_service.json_limits import MAX_JSON_DEPTH, nesting_depth
-from conversation_service.models.domain import ConversationStatus, TimelineEntry
+from conversation_service.models.domain import ConversationStatus, StartHop, TimelineEntry
 
 
 def _lower(value: object) -> object:
@@ -165,6 +165,11 @@ class ConversationView(BaseModel):
     task_timestamps: dict[str, str] | None = Field(
         default=None,
         description="cold starts on ECS: the task's createdAt, pullStartedAt, pullStoppedAt, startedAt",
+    )
+    start_hops: list[StartHop] | None = Field(
+        default=None,
+        description="Where the start's time went, POST to RUNNING, in order: the service's hops (they add up "
+        "to QUEUED -> READY) and the sandbox's own steps within in_sandbox (docs/performance.md)",
     )
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None

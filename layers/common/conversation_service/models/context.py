@@ -135,6 +135,23 @@ def json_nesting_depth(value: Any, limit: int) -> int:
     return deepest
 
 
+SandboxStep = Literal[
+    "assignment_to_start",
+    "process_to_start",
+    "phase_reports",
+    "context_fetch",
+    "users",
+    "clone",
+    "setup_script",
+    "git_hooks",
+    "head_commit",
+    "agent_server",
+    "conversation_create",
+]
+"""The steps a sandbox times before `ready`, in the order they run (sandbox/openhands_sandbox/timings.py)."""
+StepSeconds = Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
+
+
 class SandboxEvent(BaseModel):
     """One report from a sandbox. Fields beyond `type` depend on it."""
 
@@ -153,6 +170,8 @@ class SandboxEvent(BaseModel):
     # `ready` from a warm sandbox: the session key its agent-server booted with (it made the key
     # itself before it had a conversation). Sealed onto the conversation; never in task output.
     session_api_key: str | None = Field(default=None, min_length=16, max_length=200, repr=False)
+    # `ready`: seconds per step of the sandbox's own, for the start's hops (no secret: durations).
+    timings: dict[SandboxStep, StepSeconds] | None = None
 
     @field_validator("details")
     @classmethod
@@ -175,3 +194,7 @@ class SandboxReady(BaseModel):
     workspace_dir: str | None = Field(default=None, max_length=1000)
     commit: str | None = None
     microagents: list[MicroagentName] = Field(default_factory=list, max_length=500)
+    timings: dict[SandboxStep, StepSeconds] = Field(default_factory=dict)
+    """The sandbox's own steps (seconds), as it reported them with `ready`."""
+    reported_at: str | None = None
+    """When the service received `ready` (ISO): where the workflow's last hop begins."""

@@ -100,6 +100,15 @@ class TimelineEntry(BaseModel):
     at: str
 
 
+class StartHop(BaseModel):
+    """One hop of a start, POST to RUNNING (logic/start_hops.py): the service's hops come from
+    its own timestamps and add up to QUEUED -> READY; the sandbox's split its part."""
+
+    hop: str
+    milliseconds: int
+    measured_by: Literal["service", "sandbox"]
+
+
 class Conversation(BaseModel):
     conversation_id: str
     user_id: str
@@ -143,6 +152,9 @@ class Conversation(BaseModel):
     pool_sandbox_id: str | None = None
     # A cold task's createdAt / pullStartedAt / pullStoppedAt / startedAt (DescribeTasks), ISO.
     task_timestamps: dict[str, str] | None = None
+    # When LaunchSandbox had a sandbox (claimed or RunTask answered), and the hops of the start.
+    launched_at: str | None = None
+    start_hops: list[StartHop] | None = None
     agent_server_url: str | None = None
     agent_conversation_id: str | None = None
     microagents: list[str] = Field(default_factory=list)
