@@ -94,3 +94,37 @@ def test_only_the_sandboxes_reach_the_endpoints_and_only_on_https() -> None:
     assert "CidrIp" not in ingress
     (egress,) = group["SecurityGroupEgress"]  # replaces the default allow-all: an endpoint only answers
     assert egress["CidrIp"] == "127.0.0.1/32"
+
+
+def _evaluate(assertion: Any, values: dict[str, str]) -> Any:
+    """A rule's assertion for these parameter values (the functions the template's rules use)."""
+    ((function, argument),) = assertion.items()
+    if function == "Ref":
+        return values[argument]
+    resolved = [_evaluate(item, values) if isinstance(item, dict) else item for item in argument]
+    if function == "Fn::Or":
+        return any(resolved)
+    if function == "Fn::And":
+        return all(resolved)
+    if function == "Fn::Equals":
+        return bool(resolved[0] == resolved[1])
+    if function == "Fn::Contains":
+        return resolved[1] in resolved[0]
+    raise NotImplementedError(function)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "runs"),
+    [
+        ("2048", "4096", True),  # the defaults
+        ("1024", "8192", True),
+        ("1024", "16384", False),  # more memory than 1 vCPU may have
+        ("4096", "30720", True),
+        ("8192", "18432", False),  # 8 vCPU take memory in 4 GB steps
+        ("16384", "122880", True),
+        ("2048", "3072", False),
+    ],
+)
+def test_a_task_size_fargate_does_not_run_is_refused_before_deploying(cpu: str, memory: str, runs: bool) -> None:
+    (assertion,) = TEMPLATE["Rules"]["SandboxTaskSizeIsOneFargateRuns"]["Assertions"]
+    assert _evaluate(assertion["Assert"], {"SandboxTaskCpu": cpu, "SandboxTaskMemory": memory}) is runs
