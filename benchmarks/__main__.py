@@ -1,4 +1,4 @@
-"""`make bench`: python -m benchmarks [--only cold,warm,cost,ingest,load,roundtrip,start] [--quick] [--no-docs]
+"""`make bench`: python -m benchmarks [--only cold,warm,cost,ingest,load,roundtrip,start,boot] [--quick] [--no-docs]
 
 Writes benchmarks/results.json and the measured block of docs/performance.md.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import ROOT
 
-SECTIONS = ("cold", "warm", "cost", "ingest", "load", "roundtrip", "start")
+SECTIONS = ("cold", "warm", "cost", "ingest", "load", "roundtrip", "start", "boot")
 RESULTS = ROOT / "benchmarks" / "results.json"
 DOCUMENT = ROOT / "docs" / "performance.md"
 
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             results["start"] = start.run(
                 samples=int(os.environ.get("BENCH_START_SAMPLES", 3 if quick else 10)), log=_log
             )
+        elif section == "boot":
+            from benchmarks import boot
+
+            results["boot"] = boot.run(samples=1 if quick else 3, log=_log)
         durations[section] = time.monotonic() - began
         _log(f"bench: {section} took {durations[section]:.0f} s")
     results["meta"] = {

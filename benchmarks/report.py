@@ -222,6 +222,8 @@ def render(results: dict[str, Any]) -> str:
         ]
     if start := results.get("start"):
         out += _render_start(start)
+    if boot := results.get("boot"):
+        out += _render_boot(boot)
     out.append(END)
     return "\n".join(out)
 
@@ -324,6 +326,35 @@ def _render_start_hops(warm: dict[str, Any], cold: dict[str, Any]) -> list[str]:
         f"| `{name}` | {HOP_MEANINGS.get(name, '')} | {cell(warm_hops, name)} | {cell(cold_hops, name)} |"
         for name in names
     ]
+    return [*out, ""]
+
+
+def _render_boot(boot: dict[str, Any]) -> list[str]:
+    """benchmarks/boot.py: the bare boot on the host, without bytecode, and in the image."""
+    rows = [
+        ("host (`.venv-agent`, its pycs)", "host"),
+        ("host, no bytecode (`-B -X pycache_prefix=<empty>`)", "host_no_bytecode"),
+    ]
+    rows.append(("image (`buildah run --isolation chroot`, agent user)", "image"))
+    out = [
+        "### Bare agent-server boot: host, no bytecode, image (`python -m benchmarks --only boot`)",
+        "",
+        "Spawn to the first `/health` answering 200, the three interleaved in one run; load average (1 min) "
+        "when each started.",
+        "",
+        "| boot | samples s | p50 s | load average |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, name in rows:
+        figure = boot.get(name, {})
+        if "skipped" in figure:
+            out.append(f"| {label} | skipped: {figure['skipped']} | | |")
+        elif figure:
+            loads = ", ".join(f"{value:.1f}" for value in figure["load_average_1m"])
+            out.append(f"| {label} | {_seconds(figure['samples'])} | {figure['p50_s']:.1f} | {loads} |")
+    out += ["", f"No bytecode / host: **{boot['no_bytecode_over_host_ratio']:.2f}x**."]
+    if "image_over_host_ratio" in boot:
+        out[-1] += f" Image / host: **{boot['image_over_host_ratio']:.2f}x** (`{boot['image_reference']}`)."
     return [*out, ""]
 
 

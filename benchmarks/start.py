@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,11 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def bare_boot_seconds(work: Path) -> float:
-    """The agent-server alone, launched as the bootstrap launches it, to its first healthy /health."""
+def bare_boot_seconds(
+    work: Path, *, launcher: Sequence[str] = (), python: str = str(AGENT_PYTHON), options: Sequence[str] = ()
+) -> float:
+    """The agent-server alone, launched as the bootstrap launches it, to its first healthy /health.
+    `launcher` runs it elsewhere (benchmarks/boot.py: in the image), `options` are Python's own."""
     port = _free_port()
     home = Path(tempfile.mkdtemp(prefix="bare-", dir=work))
     environment = {
@@ -69,7 +73,8 @@ def bare_boot_seconds(work: Path) -> float:
         "SESSION_API_KEY": "bench-bare-boot",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    argv = [str(AGENT_PYTHON), "-I", "-u", "-m", "openhands.agent_server", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [*launcher, python, "-I", "-u", *options, "-m", "openhands.agent_server", "--host", "127.0.0.1"]
+    argv += ["--port", str(port)]
     began = time.monotonic()
     process = subprocess.Popen(
         argv,

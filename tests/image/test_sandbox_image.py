@@ -86,3 +86,78 @@ def test_the_image_runs_its_bootstrap_as_root_with_the_two_users_and_compiled_co
             user=f"{uid}:{uid}",
         )
         assert writable == {"uid": uid, "writable": []}
+
+
+BOOT_AUDIT = """
+import json, os, runpy, socket, sys, sysconfig, threading, time
+
+port = int(sys.argv[1])
+site = sysconfig.get_path("purelib") + "/"
+compiled, reached = [], []
+LOCAL = {"127.0.0.1", "::1", "localhost", None}
+
+
+AST_ONLY = {"anyio._lazyimport"}  # parses its own package's source for its lazy names: no bytecode
+
+
+def audit(event, args):
+    # An import from source compiles the file's bytes (beartype's hook: its rewritten tree); a str
+    # is someone parsing a source it read (inspect, ast.parse), which no pyc saves.
+    source, filename = (args + (None, None))[:2] if event == "compile" else (None, None)
+    if isinstance(filename, str) and filename.startswith(site) and not isinstance(source, str):
+        caller = sys._getframe(1).f_globals.get("__name__")
+        if caller not in AST_ONLY:
+            compiled.append(f"{filename[len(site):]} (compiled by {caller})")
+    elif event == "socket.connect" and isinstance(args[1], tuple) and args[1][0] not in LOCAL:
+        reached.append(repr(args[1]))
+    elif event == "socket.getaddrinfo" and args[0] not in LOCAL:
+        reached.append(repr(args[:2]))
+
+
+def report_once_listening():
+    started = time.monotonic()
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    print(json.dumps({"boot_seconds": time.monotonic() - started, "compiled": compiled, "reached": reached}))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+sys.addaudithook(audit)
+threading.Thread(target=report_once_listening, daemon=True).start()
+sys.argv = ["openhands.agent_server", "--host", "127.0.0.1", "--port", str(port)]
+runpy.run_module("openhands.agent_server", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_the_agent_server_boots_from_the_images_bytecode_and_reaches_no_other_host(
+    container: sandbox_image.SandboxContainer,
+) -> None:
+    """As the agent user, with the image's environment: every module the boot imports loads from
+    a pyc that is still valid (none is compiled from source, which no one could write back), and
+    nothing resolves or connects to a host other than loopback (litellm's price list stays local)."""
+    from sandbox_harness import free_port
+
+    port = free_port()
+    result = container.run(
+        [
+            "/usr/bin/env",
+            "--chdir=/tmp",
+            "HOME=/tmp",
+            "SESSION_API_KEY=boot-audit",
+            VENV_PYTHON,
+            "-I",
+            "-c",
+            BOOT_AUDIT,
+            str(port),
+        ],
+        user=f"{AGENT_UID}:{AGENT_UID}",
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["compiled"] == [], f"compiled at boot: {len(facts['compiled'])}, e.g. {facts['compiled'][:5]}"
+    assert facts["reached"] == [], facts["reached"]

