@@ -9,9 +9,9 @@ from conversation_service.dal.secrets import (
     CONVERSATION_PREFIX,
     ENVELOPE_PREFIX,
     KMS_DIRECT_LIMIT_BYTES,
-    SealedForAConversation,
     SecretBox,
 )
+from conversation_service.models.errors import SealedForAConversation
 from cryptography.exceptions import InvalidTag
 from moto import mock_aws
 

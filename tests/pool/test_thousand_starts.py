@@ -25,7 +25,8 @@ import pytest
 from botocore.config import Config
 from conversation_service import services
 from conversation_service.dal import aws
-from conversation_service.dal.workflow import WorkflowEngine, WorkflowNotWaiting
+from conversation_service.dal.workflow import WorkflowEngine
+from conversation_service.models.errors import WorkflowNotWaiting
 from moto.dynamodb.models.table import StreamShard
 
 from devstack.lambda_runtime import FunctionError

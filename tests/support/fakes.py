@@ -24,57 +24,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from conversation_service.dal.conversations import (
-    ActiveLimitReached,
-    ConversationChanged,
-    ConversationIdTaken,
-    ConversationNoLongerActive,
-    CreationSnapshot,
-)
+from conversation_service.dal.active_slots import PER_RUN_FIELDS
+from conversation_service.dal.conversations import CreationSnapshot
 from conversation_service.dal.events import OutgoingEvent
-from conversation_service.dal.page_tokens import PageTokenInvalid
-from conversation_service.dal.secrets import SealedForAConversation
-from conversation_service.dal.workflow import WorkflowNotWaiting, WorkflowStartRefused
 from conversation_service.models.domain import (
     ACTIVE_STATUSES,
     Conversation,
     ConversationStatus,
+    RuntimeStatus,
     TimelineEntry,
     UserSecrets,
     UserSettings,
 )
-from conversation_service.models.errors import SandboxLaunchFailed
+from conversation_service.models.errors import (
+    ActiveLimitReached,
+    ConversationChanged,
+    ConversationIdTaken,
+    ConversationNoLongerActive,
+    PageTokenInvalid,
+    SandboxLaunchFailed,
+    SealedForAConversation,
+    WorkflowNotWaiting,
+    WorkflowStartRefused,
+)
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 DYNAMODB_ITEM_LIMIT_BYTES = 400 * 1024
 """What DynamoDB refuses to store (ValidationException): logic must move large parts to S3."""
-
-_PER_RUN_FIELDS = (  # dal/conversations.py: what a new run forgets
-    "task_arn",
-    "start",
-    "pool_sandbox_id",
-    "task_timestamps",
-    "task_token",
-    "sandbox_token_hash",
-    "context_delivered",
-    "context_key",
-    "sealed_session_api_key",
-    "agent_server_url",
-    "agent_conversation_id",
-    "workspace_dir",
-    "microagents",
-    "sandbox_failure",
-    "error_code",
-    "error_message",
-    "error_details",
-    "status_reason",
-    "execution_arn",
-    "teardown_requested_at",
-    "agent_status",
-    "agent_status_at",
-    "confirmation_answered_at",
-)
 
 
 class ItemTooLarge(ValueError):
@@ -371,7 +348,7 @@ class InMemoryConversationStore:
             return True
 
     def set_runtime_phase(
-        self, conversation_id: str, phase: str, *, at: str, run: int | None = None, **fields: Any
+        self, conversation_id: str, phase: RuntimeStatus, *, at: str, run: int | None = None, **fields: Any
     ) -> bool:
         return self._update_if_starting("set_runtime_phase", conversation_id, run, fields, phase=phase, at=at)
 
@@ -393,7 +370,7 @@ class InMemoryConversationStore:
         self, conversation_id: str, *, at: str, last_active_at: int, run: int | None = None, **fields: Any
     ) -> bool:
         fields = {**fields, "conversation_status": ConversationStatus.RUNNING.value, "last_active_at": last_active_at}
-        return self._update_if_starting("mark_running", conversation_id, run, fields, phase="STATUS$READY", at=at)
+        return self._update_if_starting("mark_running", conversation_id, run, fields, phase=RuntimeStatus.READY, at=at)
 
     def set_agent_status(self, conversation_id: str, run: int, status: str, *, at: str, answer_stays: bool) -> bool:
         with self._lock:
@@ -508,14 +485,14 @@ class InMemoryConversationStore:
 
     def _reactivate(self, conversation: Conversation, at: str, last_active_at: int) -> None:
         item = self.items[conversation.conversation_id]
-        for name in _PER_RUN_FIELDS:
+        for name in PER_RUN_FIELDS:
             item.pop(name, None)
         item.update(
             conversation_status=ConversationStatus.STARTING.value,
             runtime_status="STATUS$QUEUED",
             updated_at=at,
             last_active_at=last_active_at,
-            timeline=[TimelineEntry(phase="STATUS$QUEUED", at=at).model_dump()],
+            timeline=[TimelineEntry(phase=RuntimeStatus.QUEUED, at=at).model_dump()],
             run=conversation.run + 1,
         )
 

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 from conversation_service.config import ConcurrencyPolicy
-from conversation_service.logic.conversations import INLINE_REQUEST_LIMIT_BYTES, TOO_MANY_CONVERSATIONS
+from conversation_service.logic.conversations import INLINE_REQUEST_LIMIT_BYTES
+from conversation_service.logic.slot_policy import TOO_MANY_CONVERSATIONS
 from conversation_service.logic.validation import validate_conversation_id
 from conversation_service.models.api import CreateConversationRequest
 from conversation_service.models.domain import AgentDefaults, ConversationStatus, ConversationTrigger

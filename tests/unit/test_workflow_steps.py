@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conversation_service.dal.workflow import WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.runs import execution_name
 from conversation_service.models.context import AgentContext, SandboxReady
 from conversation_service.models.domain import ConversationStatus, RuntimeStatus
@@ -16,6 +15,8 @@ from conversation_service.models.errors import (
     InvalidWorkflowInput,
     SandboxLaunchFailed,
     SandboxLaunchThrottled,
+    WorkflowStartRefused,
+    WorkflowStartRetryable,
 )
 from conversation_service.models.workflow_steps import StepFailure
 

@@ -18,14 +18,20 @@ if TYPE_CHECKING:
     from conversation_service.dal.channel import AppendResult, PreparedEvent
     from conversation_service.dal.conversations import CreationSnapshot
     from conversation_service.dal.events import OutgoingEvent
-    from conversation_service.models.domain import Conversation, ConversationStatus, UserSecrets, UserSettings
+    from conversation_service.models.domain import (
+        Conversation,
+        ConversationStatus,
+        RuntimeStatus,
+        UserSecrets,
+        UserSettings,
+    )
     from conversation_service.models.pool import PoolSandbox, PoolState
 
 
 class ConversationStore(Protocol):
     """The conversations table and, in the same transactions, the user's active counter.
 
-    Every write is conditional: it returns False (or raises the `dal.conversations` exception
+    Every write is conditional: it returns False (or raises the `models/errors.py` StoreOutcome
     named in its docstring) when the conversation is not as the caller expects, so two writers
     never both win."""
 
@@ -79,7 +85,7 @@ class ConversationStore(Protocol):
     ) -> bool: ...
 
     def set_runtime_phase(
-        self, conversation_id: str, phase: str, *, at: str, run: int | None = None, **fields: Any
+        self, conversation_id: str, phase: RuntimeStatus, *, at: str, run: int | None = None, **fields: Any
     ) -> bool: ...
 
     def update_starting(self, conversation_id: str, *, run: int | None = None, **fields: Any) -> bool: ...

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache, wraps
 from typing import Any
@@ -14,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from conversation_service.models.errors import RetryableError
+from conversation_service.models.errors import RetryableError, WriteContention
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
 
@@ -49,20 +50,33 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
 
 
-def error_code(error: Exception) -> str:
+def error_code(error: BaseException) -> str:
     response = getattr(error, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
 
-THROTTLING_CODES = frozenset(
+CONDITION_FAILED = "ConditionalCheckFailedException"
+TRANSACTION_CANCELED = "TransactionCanceledException"
+# A cancelled transaction names, per item, why: this one is its item's condition refused.
+ITEM_CONDITION_FAILED = "ConditionalCheckFailed"
+# Codes AWS answers when trying again later can succeed (throttling, conflicts, its own 5xx),
+# across the services we call (DynamoDB, Step Functions, ECS, EventBridge, S3, KMS).
+TRANSIENT_CODES = frozenset(
     {
         "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
         "ProvisionedThroughputExceededException",
         "RequestLimitExceeded",
+        "SlowDown",
         "TransactionConflictException",
         "TransactionInProgressException",
         "InternalServerError",
+        "InternalFailure",
+        "InternalError",
+        "ServerException",
         "ServiceUnavailable",
+        "ServiceUnavailableException",
     }
 )
 
@@ -72,24 +86,100 @@ def is_transient(error: BaseException) -> bool:
     conflicts, any 5xx, and the network giving up (timeouts, refused connections)."""
     if isinstance(error, ClientError):
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return error_code(error) in THROTTLING_CODES or status >= 500
+        return error_code(error) in TRANSIENT_CODES or status >= 500
     return isinstance(error, HTTPClientError | BotocoreConnectionError)
+
+
+# What a transaction item's refused condition means, given its cancellation reason (which holds
+# the item as it was when the item asked ReturnValuesOnConditionCheckFailure=ALL_OLD).
+Refusal = Callable[[dict[str, Any]], Exception]
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A TransactWriteItems item and the domain error its refused condition means."""
+
+    item: dict[str, Any]
+    refused: Refusal
+
+
+def domain_error(
+    error: BaseException,
+    *,
+    condition_refused: Callable[[], Exception] | None = None,
+    items: Sequence[Guarded] = (),
+) -> Exception | None:
+    """The one translation from an AWS failure to a domain error (models/errors.py), by code:
+
+    - a single write whose condition failed: `condition_refused()`, when the caller gives it one;
+    - a cancelled transaction: what the first item whose condition failed says it means
+      (`items`, in the transaction's order); cancelled for anything else (a conflicting
+      transaction, throttling): WriteContention;
+    - a transient failure (`is_transient`): WriteContention;
+    - None for anything else: a bug or a deployment problem, which surfaces unchanged.
+    """
+    code = error_code(error)
+    if code == CONDITION_FAILED and condition_refused is not None:
+        return condition_refused()
+    if code == TRANSACTION_CANCELED and isinstance(error, ClientError):
+        reasons = error.response.get("CancellationReasons", [])
+        for guarded, reason in zip(items, reasons, strict=False):
+            if reason.get("Code") == ITEM_CONDITION_FAILED:
+                return guarded.refused(reason)
+        return WriteContention(code)
+    if is_transient(error):
+        return WriteContention(code or "the network gave up")
+    return None
+
+
+@contextmanager
+def translated(
+    *, condition_refused: Callable[[], Exception] | None = None, items: Sequence[Guarded] = ()
+) -> Iterator[None]:
+    """AWS failures inside become domain errors (`domain_error`); the rest pass unchanged."""
+    try:
+        yield
+    except Exception as error:
+        domain = domain_error(error, condition_refused=condition_refused, items=items)
+        if domain is None:
+            raise
+        raise domain from error
+
+
+def written_if(operation: str, **request: Any) -> dict[str, Any] | None:
+    """A conditional DynamoDB write (`update_item`, `delete_item`, `put_item`): its response, or
+    None when its condition did not hold."""
+    try:
+        return dict(getattr(client("dynamodb"), operation)(**request))
+    except Exception as error:
+        if error_code(error) == CONDITION_FAILED:
+            return None
+        domain = domain_error(error)
+        if domain is None:
+            raise
+        raise domain from error
+
+
+def write_if(operation: str, **request: Any) -> bool:
+    """A conditional DynamoDB write: False when its condition did not hold."""
+    return written_if(operation, **request) is not None
+
+
+def transact(items: Sequence[Guarded]) -> None:
+    """One TransactWriteItems; a refused condition raises what its item says it means."""
+    with translated(items=items):
+        client("dynamodb").transact_write_items(TransactItems=[guarded.item for guarded in items])
 
 
 @contextmanager
 def aws_failures_translated() -> Iterator[None]:
-    """Transient AWS failures (and the stores' own contention) become RetryableError; the rest
-    pass unchanged."""
-    from conversation_service.dal.conversations import WriteContention
-
+    """For a workflow step: transient AWS failures (and the stores' own contention) become
+    RetryableError, the one name the state machine's Retry clauses list; the rest pass unchanged."""
     try:
-        yield
+        with translated():
+            yield
     except WriteContention as contention:
-        raise RetryableError(f"contention: {contention}") from contention
-    except Exception as error:
-        if is_transient(error):
-            raise RetryableError(f"transient AWS failure: {error_code(error) or type(error).__name__}") from error
-        raise
+        raise RetryableError(f"transient AWS failure: {contention}") from contention
 
 
 def retried_by_the_workflow[**P, R](step: Callable[P, R]) -> Callable[P, R]:

@@ -28,8 +28,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from conversation_service.dal.aws import THROTTLING_CODES, client, error_code, from_item, to_item
+from conversation_service.dal.aws import (
+    ITEM_CONDITION_FAILED,
+    TRANSACTION_CANCELED,
+    client,
+    error_code,
+    from_item,
+    is_transient,
+    to_item,
+)
 from conversation_service.dal.context_store import ContextStore
+from conversation_service.dal.conversation_records import ACTIVE_VALUES, IS_ACTIVE
+from conversation_service.models.errors import ChannelContention, InboxRefused
 
 META = "META"
 EVENT_PREFIX = "EVENT#"
@@ -74,15 +84,6 @@ class AppendResult:
     stored: int = 0
     duplicates: int = 0
     limit_reached: bool = False
-
-
-class InboxRefused(Exception):
-    """The conversation's condition failed: not the user's, not active, or (for a confirmation)
-    nothing pending."""
-
-
-class ChannelContention(Exception):
-    """The conversation's channel kept changing under us within the retry budget."""
 
 
 class ChannelStore:
@@ -199,13 +200,12 @@ class ChannelStore:
         try:
             client("dynamodb").transact_write_items(TransactItems=items)
         except ClientError as error:
-            code = error_code(error)
-            if code in THROTTLING_CODES:
+            if is_transient(error):
                 return None
-            if code != "TransactionCanceledException":
+            if error_code(error) != TRANSACTION_CANCELED:
                 raise
             reasons = error.response.get("CancellationReasons", [])
-            failed = [index for index, reason in enumerate(reasons) if reason.get("Code") == "ConditionalCheckFailed"]
+            failed = [index for index, reason in enumerate(reasons) if reason.get("Code") == ITEM_CONDITION_FAILED]
             duplicates = {chunk[(index - 1) // 2][0].event_id for index in failed if index > 0 and index % 2 == 0}
             if duplicates:
                 return duplicates
@@ -284,12 +284,11 @@ class ChannelStore:
         """Append a message (or, with `answers_confirmation_at`, a confirmation answer) to the
         inbox of the user's active conversation, in one transaction with the condition on the
         conversation. Returns the item's seq. Raises InboxRefused when the condition fails."""
-        condition = "user_id = :user AND conversation_status IN (:starting, :running)"
+        condition = f"user_id = :user AND {IS_ACTIVE}"
         update = "SET last_active_at = :now"
         values: dict[str, Any] = {
             ":user": {"S": user_id},
-            ":starting": {"S": "STARTING"},
-            ":running": {"S": "RUNNING"},
+            **ACTIVE_VALUES,
             ":now": {"N": str(last_active_at)},
         }
         if answers_confirmation_at is not None:
@@ -325,12 +324,11 @@ class ChannelStore:
             try:
                 client("dynamodb").transact_write_items(TransactItems=[touch_conversation, move_meta, put])
             except ClientError as error:
-                code = error_code(error)
-                if code == "TransactionCanceledException":
+                if error_code(error) == TRANSACTION_CANCELED:
                     reasons = error.response.get("CancellationReasons", [])
-                    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    if reasons and reasons[0].get("Code") == ITEM_CONDITION_FAILED:
                         raise InboxRefused() from error
-                elif code not in THROTTLING_CODES:
+                elif not is_transient(error):
                     raise
                 time.sleep(random.uniform(0.005, 0.03))
                 continue

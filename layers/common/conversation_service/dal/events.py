@@ -10,16 +10,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from conversation_service.dal.aws import client, error_code
+from conversation_service.models.errors import EventBusMissing, EventsNotPublished
 
 MAX_ENTRIES_PER_CALL = 10
-
-
-class EventsNotPublished(Exception):
-    """EventBridge refused some entries (throttling, internal errors): retry."""
-
-
-class EventBusMissing(Exception):
-    """The bus does not exist: a deployment problem, retrying will not fix it."""
 
 
 @dataclass(frozen=True)

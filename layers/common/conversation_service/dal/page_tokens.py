@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from conversation_service.dal.aws import client, error_code
+from conversation_service.models.errors import PageTokenInvalid
 
 PURPOSE = "conversation-list-page"
 MAX_TOKEN_LENGTH = 4096
@@ -24,10 +25,6 @@ MAX_TOKEN_LENGTH = 4096
 _REFUSED = frozenset(
     {"InvalidCiphertextException", "IncorrectKeyException", "ValidationException", "AccessDeniedException"}
 )
-
-
-class PageTokenInvalid(Exception):
-    """Not a token this service issued to this user."""
 
 
 class PageTokenSealer:

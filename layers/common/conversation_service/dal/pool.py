@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conversation_service.dal.aws import client, error_code, from_item, to_attribute, to_item
+from conversation_service.dal.aws import client, from_item, to_attribute, to_item, write_if, written_if
 from conversation_service.models.pool import PoolSandbox, PoolState
 from conversation_service.observability import logger
 
@@ -96,47 +96,41 @@ class PoolStore:
     ) -> PoolSandbox | None:
         """IDLE (heartbeating, on the current task definition) -> CLAIMED by this conversation.
         The condition is the whole guarantee: of any number of racing claims one wins."""
-        try:
-            response = client("dynamodb").update_item(
-                TableName=self.table_name,
-                Key={"sandbox_id": {"S": sandbox_id}},
-                UpdateExpression="SET pool_status = :claimed, conversation_id = :conversation, "
-                "assignment = :assignment, claimed_at = :now, expires_at = :expires REMOVE live_state",
-                ConditionExpression="pool_status = :idle AND heartbeat_at >= :fresh "
-                "AND task_definition_arn = :definition AND attribute_exists(task_arn)",
-                ExpressionAttributeValues={
-                    ":claimed": {"S": PoolState.CLAIMED.value},
-                    ":idle": {"S": PoolState.IDLE.value},
-                    ":conversation": {"S": conversation_id},
-                    ":assignment": to_attribute(assignment),
-                    ":now": {"N": str(now_ms)},
-                    ":fresh": {"N": str(heartbeat_after_ms)},
-                    ":definition": {"S": task_definition_arn},
-                    ":expires": {"N": str(now_ms // 1000 + ENDED_RETENTION_SECONDS)},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
-                return None
-            raise
-        return _sandbox(response["Attributes"])
+        response = written_if(
+            "update_item",
+            TableName=self.table_name,
+            Key={"sandbox_id": {"S": sandbox_id}},
+            UpdateExpression="SET pool_status = :claimed, conversation_id = :conversation, "
+            "assignment = :assignment, claimed_at = :now, expires_at = :expires REMOVE live_state",
+            ConditionExpression="pool_status = :idle AND heartbeat_at >= :fresh "
+            "AND task_definition_arn = :definition AND attribute_exists(task_arn)",
+            ExpressionAttributeValues={
+                ":claimed": {"S": PoolState.CLAIMED.value},
+                ":idle": {"S": PoolState.IDLE.value},
+                ":conversation": {"S": conversation_id},
+                ":assignment": to_attribute(assignment),
+                ":now": {"N": str(now_ms)},
+                ":fresh": {"N": str(heartbeat_after_ms)},
+                ":definition": {"S": task_definition_arn},
+                ":expires": {"N": str(now_ms // 1000 + ENDED_RETENTION_SECONDS)},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return _sandbox(response["Attributes"]) if response is not None else None
 
     def take_assignment(self, sandbox_id: str, now_ms: int) -> dict[str, str] | None:
         """The assignment, once: it is removed from the item in the same conditional write."""
-        try:
-            response = client("dynamodb").update_item(
-                TableName=self.table_name,
-                Key={"sandbox_id": {"S": sandbox_id}},
-                UpdateExpression="SET assignment_delivered_at = :now REMOVE assignment",
-                ConditionExpression="pool_status = :claimed AND attribute_exists(assignment)",
-                ExpressionAttributeValues={":claimed": {"S": PoolState.CLAIMED.value}, ":now": {"N": str(now_ms)}},
-                ReturnValues="ALL_OLD",
-            )
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
-                return None
-            raise
+        response = written_if(
+            "update_item",
+            TableName=self.table_name,
+            Key={"sandbox_id": {"S": sandbox_id}},
+            UpdateExpression="SET assignment_delivered_at = :now REMOVE assignment",
+            ConditionExpression="pool_status = :claimed AND attribute_exists(assignment)",
+            ExpressionAttributeValues={":claimed": {"S": PoolState.CLAIMED.value}, ":now": {"N": str(now_ms)}},
+            ReturnValues="ALL_OLD",
+        )
+        if response is None:
+            return None
         assignment = from_item(response["Attributes"]).get("assignment")
         return {str(key): str(value) for key, value in assignment.items()} if isinstance(assignment, dict) else None
 
@@ -156,19 +150,14 @@ class PoolStore:
         )
 
     def _update(self, sandbox_id: str, expression: str, values: dict[str, Any], *, condition: str) -> bool:
-        try:
-            client("dynamodb").update_item(
-                TableName=self.table_name,
-                Key={"sandbox_id": {"S": sandbox_id}},
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return write_if(
+            "update_item",
+            TableName=self.table_name,
+            Key={"sandbox_id": {"S": sandbox_id}},
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+        )
 
 
 def _states(*states: PoolState) -> dict[str, Any]:

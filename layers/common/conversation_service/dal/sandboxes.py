@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.aws import THROTTLING_CODES, client, error_code
+from conversation_service.dal.aws import client, error_code, is_transient
 from conversation_service.models.errors import SandboxLaunchFailed, SandboxLaunchThrottled
 
 # RunTask `failures[].reason` values that pass with time (Fargate capacity, the account's
@@ -60,7 +60,7 @@ class SandboxFleet:
             )
         except ClientError as error:
             code = error_code(error)
-            if code in THROTTLING_CODES or code in {"ThrottlingException", "ServerException"}:
+            if is_transient(error):
                 raise SandboxLaunchThrottled(f"ECS throttled RunTask: {code}") from error
             raise SandboxLaunchFailed(f"ECS refused the task: {code}") from error
         failures = response.get("failures") or []

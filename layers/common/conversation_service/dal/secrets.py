@@ -22,14 +22,11 @@ import os
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conversation_service.dal.aws import client
+from conversation_service.models.errors import SealedForAConversation
 
 KMS_DIRECT_LIMIT_BYTES = 4096
 ENVELOPE_PREFIX = "env1:"
 CONVERSATION_PREFIX = "conv1:"
-
-
-class SealedForAConversation(ValueError):
-    """A conversation's sealed value was opened without naming the conversation."""
 
 
 def _b64(data: bytes) -> str:

@@ -7,20 +7,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from conversation_service.dal.aws import THROTTLING_CODES, client, error_code
-
-
-class WorkflowNotWaiting(Exception):
-    """The task token is no longer valid: the step timed out, failed or was stopped."""
-
-
-class WorkflowStartRetryable(Exception):
-    pass
-
-
-class WorkflowStartRefused(Exception):
-    pass
-
+from conversation_service.dal.aws import client, error_code, is_transient
+from conversation_service.models.errors import WorkflowNotWaiting, WorkflowStartRefused, WorkflowStartRetryable
 
 _GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 
@@ -39,7 +27,7 @@ class WorkflowEngine:
             code = error_code(error)
             if code == "ExecutionAlreadyExists":
                 return None
-            if code in THROTTLING_CODES or code in {"ServiceUnavailable", "InternalFailure"}:
+            if is_transient(error):
                 raise WorkflowStartRetryable(code) from error
             raise WorkflowStartRefused(code) from error
         return str(response["executionArn"])

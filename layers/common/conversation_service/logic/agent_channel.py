@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.channel import ChannelContention, InboxRefused, PreparedEvent
+from conversation_service.dal.channel import PreparedEvent
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.idempotency import check_idempotency_key, make_idempotent, run_once
@@ -49,10 +49,12 @@ from conversation_service.models.channel import (
 from conversation_service.models.context import AgentContext
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation
 from conversation_service.models.errors import (
+    ChannelContention,
     ConversationConflict,
     ConversationEventLimitReached,
     ConversationNotAcceptingMessages,
     ConversationNotFound,
+    InboxRefused,
     InvalidPageToken,
     InvalidRequest,
     NoConfirmationPending,

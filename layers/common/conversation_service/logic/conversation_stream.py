@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from conversation_service.dal import conversations as conversation_items
-from conversation_service.dal.events import EventBusMissing, OutgoingEvent
+from conversation_service.dal.events import OutgoingEvent
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.runs import execution_name
 from conversation_service.logic.workflow import CreationWorkflow
 from conversation_service.models.aws_events import ConversationStreamRecord
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus
+from conversation_service.models.errors import EventBusMissing
 from conversation_service.models.events import (
     AGENT_STATUS_CHANGED,
     DELETED,

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 import uuid
 from collections.abc import Callable
 
-from conversation_service.config import ConcurrencyPolicy, ServiceConfig
-from conversation_service.dal.conversations import (
-    ActiveLimitReached,
-    ConversationIdTaken,
-    ConversationNoLongerActive,
-    CreationSnapshot,
-    WriteContention,
-)
+from conversation_service.config import ServiceConfig
+from conversation_service.dal.conversations import CreationSnapshot
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.idempotency import check_idempotency_key
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
+from conversation_service.logic.slot_policy import SlotPolicy
 from conversation_service.models.api import (
     ConversationView,
     CreateConversationRequest,
@@ -38,22 +32,20 @@ from conversation_service.models.domain import (
 )
 from conversation_service.models.errors import (
     AgentNotFound,
-    ConcurrencyLimitReached,
+    ConversationChanged,
     ConversationConflict,
+    ConversationIdTaken,
     ConversationNotFound,
     EventSourceNotAuthorised,
     IdempotencyConflict,
     InvalidRequest,
     LLMAuthenticationMissing,
     SettingsNotFound,
+    WriteContention,
 )
 from conversation_service.observability import logger
 from conversation_service.ports import ContextStore, ConversationStore, UserStore
 
-TOO_MANY_CONVERSATIONS = "AGENT_ERROR$TOO_MANY_CONVERSATIONS"
-# Enough for a burst of parallel creates by one user to settle (each round has one winner per
-# victim); bounded so a request never nears the Lambda timeout (about 6 s of jittered waits at most).
-MAX_WRITE_ATTEMPTS = 60
 # Requests larger than this (serialized) live in S3 rather than on the DynamoDB item (400 KB);
 # so do sealed MCP configurations larger than this: the item stays well under its limit.
 INLINE_REQUEST_LIMIT_BYTES = 64 * 1024
@@ -89,6 +81,7 @@ class ConversationService:
         resolver: RepositoryResolver | None = None,
         verifier: RepositoryVerifier | None = None,
         id_factory: Callable[[], str] = new_conversation_id,
+        slot_policy: SlotPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._config = config
@@ -98,7 +91,7 @@ class ConversationService:
         self._resolver = resolver or RepositoryResolver(config)
         self._verifier = verifier or RepositoryVerifier(config)
         self._new_id = id_factory
-        self._sleep = sleep
+        self._slots = slot_policy or SlotPolicy.from_config(config, conversations, sleep=sleep)
 
     # -- create ------------------------------------------------------------------------------
     def create(
@@ -183,9 +176,9 @@ class ConversationService:
             conversation_id=conversation_id,
             user_id=user_id,
             conversation_status=ConversationStatus.STARTING,
-            runtime_status=RuntimeStatus.QUEUED.value,
+            runtime_status=RuntimeStatus.QUEUED,
             title=_default_title(conversation_id, request),
-            trigger=_trigger(request).value,
+            trigger=_trigger(request),
             created_at=at,
             updated_at=at,
             last_active_at=now_epoch_ms(),
@@ -213,17 +206,13 @@ class ConversationService:
         )
 
     def _insert(self, conversation: Conversation, settings: UserSettings, snapshot: CreationSnapshot) -> None:
-        """Write the conversation within the user's limit; a colliding drawn id silently gets a
-        fresh one (a keyed id is not redrawn: ConversationIdTaken goes to the caller).
-
-        When the limit is seen (in the snapshot's count, or by a refused insert), attempts go
-        straight to replacing the least recently active conversation (close_oldest) instead of
-        an insert bound to fail: under a burst of parallel creates every loser retries against
-        the next oldest conversation.
-        """
+        """Write the conversation under the slot policy (`logic/slot_policy.py`); a colliding
+        drawn id silently gets a fresh one (a keyed id is not redrawn: ConversationIdTaken goes to
+        the caller). The snapshot's count tells the policy whether the user is at the limit."""
+        limit = settings.max_active_conversations or self._config.max_active_conversations
         try:
             self._move_large_parts_to_s3(conversation)
-            self._insert_within_limit_or_replacing(conversation, settings, snapshot)
+            self._slots.claim(_NewConversation(self, conversation), limit, seen_active=snapshot.active_count)
         except ConversationIdTaken:
             # A keyed create another attempt got to first: the prefix is that conversation's
             # (this attempt's own parts have names of their own and go with it).
@@ -232,56 +221,19 @@ class ConversationService:
             self._forget_stored_parts(conversation)  # nothing of a refused or failed creation stays
             raise
 
-    def _insert_within_limit_or_replacing(
-        self, conversation: Conversation, settings: UserSettings, snapshot: CreationSnapshot
-    ) -> None:
-        limit = settings.max_active_conversations or self._config.max_active_conversations
-        at_limit = snapshot.active_count >= limit
-        if at_limit and self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
-            raise limit_error(self._config, limit, snapshot.active_count)
-        for attempt in range(MAX_WRITE_ATTEMPTS):
-            try:
-                if at_limit:
-                    replaced = self._replace_least_recently_active(conversation)
-                    if replaced:
-                        return
-                    at_limit = replaced is not None  # None: nobody is active any more
-                else:
-                    self._conversations.insert_within_limit(conversation, limit)
-                    return
-            except ConversationIdTaken as taken:
-                if _written_by_this_attempt(conversation, taken):
-                    return
-                if conversation.request_fingerprint is not None:
-                    raise
-                self._assign_new_id(conversation)
-            except ActiveLimitReached as limit_reached:
-                if self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
-                    raise limit_error(self._config, limit, limit_reached.current) from limit_reached
-                at_limit = True
-                continue
-            except (ConversationNoLongerActive, WriteContention):
-                pass
-            self._sleep(min(0.2, 0.005 * 2 ** min(attempt, 6)) * random.random())
-        raise ConversationConflict()
-
-    def _replace_least_recently_active(self, conversation: Conversation) -> bool | None:
-        """True: replaced. False: lost a race, try again. None: no active conversation to close."""
-        victim = self._conversations.least_recently_active(conversation.user_id)
-        if victim is None:
-            return None
+    def _write_new(self, conversation: Conversation, write: Callable[[], None]) -> None:
+        """One write of a new conversation. Its id taken: by this very write, done; by a keyed
+        create's first attempt, ConversationIdTaken; by chance, a fresh id and ConversationChanged
+        (the policy writes again)."""
         try:
-            self._conversations.insert_replacing(conversation, victim, reason=TOO_MANY_CONVERSATIONS, at=now_iso())
+            write()
         except ConversationIdTaken as taken:
             if _written_by_this_attempt(conversation, taken):
-                return True
+                return
             if conversation.request_fingerprint is not None:
                 raise
             self._assign_new_id(conversation)
-            return False
-        except (ConversationNoLongerActive, WriteContention):
-            return False
-        return True
+            raise ConversationChanged() from taken
 
     def _assign_new_id(self, conversation: Conversation) -> None:
         """The id was taken (by someone else's conversation: its S3 prefix is not ours to clean)."""
@@ -358,16 +310,6 @@ def check_usable_settings(settings: UserSettings | None) -> UserSettings:
     return settings
 
 
-def limit_error(config: ServiceConfig, limit: int, current: int) -> ConcurrencyLimitReached:
-    """The 429 of the reject policy."""
-    return ConcurrencyLimitReached(
-        f"You have {current} active conversations (limit {limit}); stop one or retry later",
-        headers={"Retry-After": str(config.retry_after_seconds)},
-        limit=limit,
-        current=current,
-    )
-
-
 def _trigger(request: CreateConversationRequest) -> ConversationTrigger:
     if request.create_microagent is not None:
         return ConversationTrigger.MICROAGENT_MANAGEMENT
@@ -391,6 +333,29 @@ def _first_answer(existing: Conversation, fingerprint: str | None) -> CreateConv
     return CreateConversationResponse(
         conversation_id=existing.conversation_id, conversation_status=ConversationStatus.STARTING
     )
+
+
+class _NewConversation:
+    """A create's claim on a slot: the new conversation written within the limit, or in place of
+    the least recently active one."""
+
+    def __init__(self, service: ConversationService, conversation: Conversation) -> None:
+        self._service = service
+        self._conversation = conversation
+
+    @property
+    def user_id(self) -> str:
+        return self._conversation.user_id
+
+    def within_limit(self, limit: int) -> None:
+        store, conversation = self._service._conversations, self._conversation
+        self._service._write_new(conversation, lambda: store.insert_within_limit(conversation, limit))
+
+    def replacing(self, victim: Conversation, *, reason: str) -> None:
+        store, conversation = self._service._conversations, self._conversation
+        self._service._write_new(
+            conversation, lambda: store.insert_replacing(conversation, victim, reason=reason, at=now_iso())
+        )
 
 
 def _written_by_this_attempt(conversation: Conversation, taken: ConversationIdTaken) -> bool:

@@ -21,22 +21,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conversation_service.config import ConcurrencyPolicy, ServiceConfig
-from conversation_service.dal.conversations import (
-    ActiveLimitReached,
-    ConversationChanged,
-    ConversationNoLongerActive,
-    WriteContention,
-)
-from conversation_service.dal.page_tokens import PageTokenInvalid
+from conversation_service.config import ServiceConfig
 from conversation_service.logic.clock import now_epoch_ms, now_iso
-from conversation_service.logic.conversations import TOO_MANY_CONVERSATIONS, limit_error, usable_settings
+from conversation_service.logic.conversations import usable_settings
+from conversation_service.logic.slot_policy import SlotPolicy
 from conversation_service.models.domain import ACTIVE_STATUSES, Conversation, ConversationStatus
 from conversation_service.models.errors import (
+    ConversationChanged,
     ConversationConflict,
     ConversationNotFound,
     ConversationNotStartable,
     InvalidPageToken,
+    PageTokenInvalid,
+    WriteContention,
 )
 from conversation_service.models.lifecycle import (
     DEFAULT_PAGE_SIZE,
@@ -51,6 +48,8 @@ from conversation_service.ports import ConversationStore, PageTokenSealer, UserS
 
 STOPPED_BY_USER = "CONVERSATION$STOPPED_BY_USER"
 STARTABLE_STATUSES = frozenset({ConversationStatus.STOPPED, ConversationStatus.ERROR})
+# Stop and delete: a conversation read again after it changed under us (start again goes by the
+# slot policy's budget instead: logic/slot_policy.py).
 MAX_ATTEMPTS = 8
 PAGE_TOKEN_VERSION = 1
 
@@ -63,12 +62,14 @@ class LifecycleService:
         users: UserStore,
         page_tokens: PageTokenSealer,
         *,
+        slot_policy: SlotPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._config = config
         self._conversations = conversations
         self._users = users
         self._page_tokens = page_tokens
+        self._slots = slot_policy or SlotPolicy.from_config(config, conversations, sleep=sleep)
         self._sleep = sleep
 
     # -- reading -----------------------------------------------------------------------------
@@ -166,42 +167,14 @@ class LifecycleService:
 
     def start(self, user_id: str, conversation_id: str) -> ConversationActionResponse:
         """Start a STOPPED or ERROR conversation again, as its next run, under the same rules as
-        a creation: usable settings, the concurrency limit and its policy, one transaction."""
-        for attempt in range(MAX_ATTEMPTS):
-            conversation = self.owned(user_id, conversation_id)
-            status = conversation.conversation_status
-            if status in ACTIVE_STATUSES:
-                return _answer(conversation_id, status, "Conversation is already active")
-            if status not in STARTABLE_STATUSES:
-                raise ConversationNotStartable()
-            settings = usable_settings(self._users, user_id)
-            limit = settings.max_active_conversations or self._config.max_active_conversations
-            try:
-                run = self._reactivate(conversation, limit)
-            except (ConversationChanged, ConversationNoLongerActive, WriteContention):
-                self._backoff(attempt)
-                continue
-            if run is not None:
-                logger.info("conversation started again", extra={"conversation_id": conversation_id, "run": run})
-                return _answer(conversation_id, ConversationStatus.STARTING, "Conversation starting")
-            self._backoff(attempt)
-        raise ConversationConflict()
-
-    def _reactivate(self, conversation: Conversation, limit: int) -> int | None:
-        at, last_active_at = now_iso(), now_epoch_ms()
-        try:
-            return self._conversations.reactivate_within_limit(
-                conversation, limit, at=at, last_active_at=last_active_at
-            )
-        except ActiveLimitReached as limit_reached:
-            if self._config.concurrency_policy == ConcurrencyPolicy.REJECT:
-                raise limit_error(self._config, limit, limit_reached.current) from limit_reached
-        victim = self._conversations.least_recently_active(conversation.user_id)
-        if victim is None:
-            return None  # the slot freed meanwhile: try within the limit again
-        return self._conversations.reactivate_replacing(
-            conversation, victim, reason=TOO_MANY_CONVERSATIONS, at=at, last_active_at=last_active_at
-        )
+        a creation: usable settings, and the slot policy (one transaction per attempt)."""
+        conversation = self.owned(user_id, conversation_id)
+        answer = _not_startable_answer(conversation)
+        if answer is not None:
+            return answer
+        settings = usable_settings(self._users, user_id)
+        limit = settings.max_active_conversations or self._config.max_active_conversations
+        return self._slots.claim(_NextRun(self, conversation), limit)
 
     def delete(self, user_id: str, conversation_id: str) -> bool:
         """Remove the record (freeing its slot if active); the stream consumer then stops what
@@ -219,6 +192,62 @@ class LifecycleService:
 
     def _backoff(self, attempt: int) -> None:
         self._sleep(min(0.5, 0.01 * 2**attempt) * random.random())
+
+
+class _NextRun:
+    """A start again's claim on a slot: the conversation's next run, within the limit or in place
+    of the least recently active one. After it changed under us, it is read again first."""
+
+    def __init__(self, lifecycle: LifecycleService, conversation: Conversation) -> None:
+        self._lifecycle = lifecycle
+        self._conversation = conversation
+        self._stale = False
+
+    @property
+    def user_id(self) -> str:
+        return self._conversation.user_id
+
+    def within_limit(self, limit: int) -> ConversationActionResponse:
+        store = self._lifecycle._conversations
+        return self._start(
+            lambda conversation, at, last_active_at: store.reactivate_within_limit(
+                conversation, limit, at=at, last_active_at=last_active_at
+            )
+        )
+
+    def replacing(self, victim: Conversation, *, reason: str) -> ConversationActionResponse:
+        store = self._lifecycle._conversations
+        return self._start(
+            lambda conversation, at, last_active_at: store.reactivate_replacing(
+                conversation, victim, reason=reason, at=at, last_active_at=last_active_at
+            )
+        )
+
+    def _start(self, write: Callable[[Conversation, str, int], int]) -> ConversationActionResponse:
+        if self._stale:
+            self._conversation = self._lifecycle.owned(self.user_id, self._conversation.conversation_id)
+            self._stale = False
+        conversation = self._conversation
+        answer = _not_startable_answer(conversation)
+        if answer is not None:
+            return answer
+        try:
+            run = write(conversation, now_iso(), now_epoch_ms())
+        except ConversationChanged:
+            self._stale = True
+            raise
+        logger.info("conversation started again", extra={"conversation_id": conversation.conversation_id, "run": run})
+        return _answer(conversation.conversation_id, ConversationStatus.STARTING, "Conversation starting")
+
+
+def _not_startable_answer(conversation: Conversation) -> ConversationActionResponse | None:
+    """An active conversation answers that it is; one that cannot start again is refused."""
+    status = conversation.conversation_status
+    if status in ACTIVE_STATUSES:
+        return _answer(conversation.conversation_id, status, "Conversation is already active")
+    if status not in STARTABLE_STATUSES:
+        raise ConversationNotStartable()
+    return None
 
 
 def _answer(conversation_id: str, status: ConversationStatus, message: str) -> ConversationActionResponse:

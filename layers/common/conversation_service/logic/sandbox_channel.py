@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from conversation_service.dal.workflow import WorkflowNotWaiting
 from conversation_service.logic.clock import now_iso, seconds_since
 from conversation_service.logic.repositories import clone_url_host, provider_token_key, provider_username
 from conversation_service.logic.validation import validate_conversation_id
@@ -28,8 +27,14 @@ from conversation_service.models.context import (
     SandboxReady,
     SandboxRepository,
 )
-from conversation_service.models.domain import Conversation, ConversationStatus
-from conversation_service.models.errors import InvalidConversationId, InvalidRequest, ServiceError, Unauthorized
+from conversation_service.models.domain import Conversation, ConversationStatus, RuntimeStatus
+from conversation_service.models.errors import (
+    InvalidConversationId,
+    InvalidRequest,
+    ServiceError,
+    Unauthorized,
+    WorkflowNotWaiting,
+)
 from conversation_service.observability import record_phase_duration
 from conversation_service.ports import (
     ContextStore,
@@ -188,7 +193,7 @@ class SandboxChannel:
         if event.type == "phase":
             if event.phase not in SANDBOX_PHASES:
                 raise InvalidRequest(f"Unknown phase {event.phase!r}; expected one of {', '.join(SANDBOX_PHASES)}")
-            if not self._conversations.set_runtime_phase(conversation_id, event.phase, at=now_iso()):
+            if not self._conversations.set_runtime_phase(conversation_id, RuntimeStatus(event.phase), at=now_iso()):
                 raise SandboxNoLongerWanted()
             if conversation.timeline:
                 last = conversation.timeline[-1]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversation_service.dal.workflow import WorkflowNotWaiting
 from conversation_service.logic.clock import now_iso
 from conversation_service.models.domain import ConversationStatus
+from conversation_service.models.errors import WorkflowNotWaiting
 from conversation_service.ports import ConversationStore, WorkflowEngine
 
 RUNTIME_UNHEALTHY = "RUNTIME_UNHEALTHY"

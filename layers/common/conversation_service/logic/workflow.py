@@ -15,7 +15,6 @@ from typing import Any
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.aws import retried_by_the_workflow
 from conversation_service.dal.sandbox_tokens import CIPHERTEXT_VARIABLE
-from conversation_service.dal.workflow import WorkflowStartRefused, WorkflowStartRetryable
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
 from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.first_message import first_message
@@ -38,6 +37,8 @@ from conversation_service.models.errors import (
     ConversationNotStarting,
     InvalidWorkflowInput,
     SandboxLaunchFailed,
+    WorkflowStartRefused,
+    WorkflowStartRetryable,
 )
 from conversation_service.models.workflow_steps import StepFailure
 from conversation_service.observability import (
@@ -190,7 +191,7 @@ class CreationWorkflow:
         token = f"{conversation_id}.{secrets.token_urlsafe(32)}"
         if not self._conversations.set_runtime_phase(
             conversation_id,
-            RuntimeStatus.STARTING_RUNTIME.value,
+            RuntimeStatus.STARTING_RUNTIME,
             at=now_iso(),
             run=run,
             task_token=task_token,
@@ -359,7 +360,7 @@ class CreationWorkflow:
         return conversation
 
     def _phase(self, conversation_id: str, phase: RuntimeStatus, run: int | None = None) -> None:
-        if not self._conversations.set_runtime_phase(conversation_id, phase.value, at=now_iso(), run=run):
+        if not self._conversations.set_runtime_phase(conversation_id, phase, at=now_iso(), run=run):
             raise ConversationNotStarting(conversation_id)
 
 

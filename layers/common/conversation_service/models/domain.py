@@ -113,9 +113,9 @@ class Conversation(BaseModel):
     conversation_id: str
     user_id: str
     conversation_status: ConversationStatus
-    runtime_status: str
+    runtime_status: RuntimeStatus
     title: str
-    trigger: str
+    trigger: ConversationTrigger
     created_at: str
     updated_at: str
     last_active_at: int  # epoch milliseconds, orders the least recently active

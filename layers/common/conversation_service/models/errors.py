@@ -6,14 +6,21 @@
 - `WorkflowStepError` and its subclasses: what a workflow step's Lambda raises. Step Functions
   names the error after the class (Lambda's errorType), so the ASL's Retry clauses and
   RecordFailure's classification go through `WORKFLOW_STEP_ERRORS`, built from the classes.
+- `StoreOutcome` and its subclasses: what the data-access layer (`dal/`) tells logic when a
+  conditional write is refused or AWS asks us to retry; logic decides what each means for the
+  caller (retry, 409, 429, ...). They carry no boto3 types.
 - `InvalidEnvironment`: a function deployed without what it needs (at import).
 
-AWS's own errors become these in one place: `dal/aws.py` (`is_transient`, `aws_failures_translated`).
+AWS's own errors become these in one place: `dal/aws.py` (`translated`, `is_transient`,
+`aws_failures_translated`), chosen by the error's code and type.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from conversation_service.models.domain import Conversation
 
 
 class InvalidEnvironment(RuntimeError):
@@ -226,3 +233,75 @@ WORKFLOW_STEP_ERRORS: dict[str, type[WorkflowStepError]] = {
         SandboxLaunchThrottled,
     )
 }
+
+
+# -- the data-access layer's outcomes --------------------------------------------------------------
+class StoreOutcome(Exception):
+    """A refusal or a request to retry from a store in `dal/`, in domain terms."""
+
+
+class WriteContention(StoreOutcome):
+    """AWS asked us to retry: throttling, a conflicting transaction, unprocessed keys, a 5xx or
+    the network giving up (`dal/aws.py` `is_transient`)."""
+
+
+class ConversationIdTaken(StoreOutcome):
+    """The id already exists: a drawn id collided (astronomically rare; the caller draws another),
+    or a keyed create finds the conversation its first attempt wrote (`existing`, as stored)."""
+
+    def __init__(self, existing: Conversation | None = None) -> None:
+        super().__init__("conversation id taken")
+        self.existing = existing
+
+
+class ActiveLimitReached(StoreOutcome):
+    """The user's active-slot counter is at the limit the write asked for."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(f"{current} active conversations")
+        self.current = current
+
+
+class ConversationNoLongerActive(StoreOutcome):
+    """The conversation chosen to close was closed meanwhile by someone else."""
+
+
+class ConversationChanged(StoreOutcome):
+    """The conversation is no longer as the caller read it (status, run, or gone): read it again."""
+
+
+class PageTokenInvalid(StoreOutcome):
+    """Not a token this service issued to this user."""
+
+
+class SealedForAConversation(StoreOutcome, ValueError):
+    """A conversation's sealed value was opened without naming the conversation."""
+
+
+class InboxRefused(StoreOutcome):
+    """The conversation's condition failed: not the user's, not active, or (for a confirmation)
+    nothing pending."""
+
+
+class ChannelContention(StoreOutcome):
+    """The conversation's channel kept changing under us within the retry budget."""
+
+
+class WorkflowNotWaiting(StoreOutcome):
+    """The task token is no longer valid: the step timed out, failed or was stopped."""
+
+
+class WorkflowStartRetryable(StoreOutcome):
+    """Step Functions could not start the execution now (throttling, a 5xx): deliver again."""
+
+
+class WorkflowStartRefused(StoreOutcome):
+    """Step Functions refused the execution (a bad request, a missing state machine)."""
+
+
+class EventsNotPublished(StoreOutcome):
+    """EventBridge refused some entries (throttling, internal errors): retry."""
+
+
+class EventBusMissing(StoreOutcome):
+    """The bus does not exist: a deployment problem, retrying will not fix it."""
