@@ -287,7 +287,7 @@ HOP_MEANINGS = {
     "service.to_sandbox": "-> the sandbox's first phase: assignment delivered (warm) or the task started (cold)",
     "service.in_sandbox": "RUNTIME_STARTED -> `ready` received (split by the sandbox's rows below)",
     "service.ready_to_running": "`ready` -> MarkRunning's write (the task token's success, the next step)",
-    "client.ready_to_seen_running": "READY -> the GET that showed RUNNING (the answer's way back, the 0.1 s poll)",
+    "client.ready_to_seen_running": "READY -> the GET that showed RUNNING (the answer's way back, the 0.2 s poll)",
     "sandbox.assignment_to_start": "warm: the assignment -> its settings read (the sealed token opened)",
     "sandbox.process_to_start": "cold: the bootstrap's import -> its settings read (the sealed token opened)",
     "sandbox.phase_reports": "the five phase calls to the service, together",

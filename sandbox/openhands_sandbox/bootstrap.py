@@ -9,6 +9,7 @@ docs/sandbox-protocol.md and sandbox/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -44,6 +45,7 @@ from openhands_sandbox.heartbeat import Heartbeat
 from openhands_sandbox.inbox import AgentConversation, InboxPoller
 from openhands_sandbox.lifecycle import StopController, install_stop_signal_handlers
 from openhands_sandbox.logs import Redactor, configure_logging, fields
+from openhands_sandbox.phase_reporter import PhaseReporter
 from openhands_sandbox.processes import clean_environment
 from openhands_sandbox.relay import EventRelay
 from openhands_sandbox.settings import SandboxSettings, SettingsError
@@ -125,6 +127,7 @@ class Bootstrap:
         assigned_at = booted.assigned_at if booted is not None else None
         self.timer = StepTimer(PROCESS_STARTED if assigned_at is None else assigned_at)
         self.timer.since_began("process_to_start" if assigned_at is None else "assignment_to_start")
+        self.phases = PhaseReporter(client, stop)  # sent on a thread of their own; `ready` waits for them
         if booted is not None:
             self.adopt(booted)
 
@@ -260,6 +263,8 @@ class Bootstrap:
             agent_conversation_id = agent_server.create_conversation(
                 start_conversation_request(context, workspace.path)
             )
+        with timer.step("phase_reports"):
+            self.phases.flush()  # every phase reaches the service before `ready`
         report = ReadyReport(
             agent_server_url=self.agent_server_url(),
             agent_conversation_id=agent_conversation_id,
@@ -395,7 +400,7 @@ class Bootstrap:
         self.stop.raise_if_requested()
         log.info("phase", extra=fields(phase=phase.value))
         with self.timer.step("phase_reports"):
-            self.client.send_phase(phase)
+            self.phases.report(phase)
 
     def fetch_context(self) -> ConversationContext:
         try:
@@ -496,6 +501,9 @@ class Bootstrap:
             extra=fields(error_code=failure.code.value, details=failure.details),
         )
         try:
+            # The phases before it, so `failed` is the last report; it is worth sending regardless.
+            with contextlib.suppress(ControlPlaneRejected, ControlPlaneUnavailable, TimeoutError):
+                self.phases.flush()
             self.client.send_failed(failure)
         except (ControlPlaneRejected, ControlPlaneUnavailable) as problem:
             log.warning("could not report the failure", extra=fields(problem=str(problem)))

@@ -256,3 +256,53 @@ def test_the_steps_a_sandbox_times_are_the_ones_the_service_accepts_in_the_same_
     assert list(timer.report().items()) == [("phase_reports", 0.3), ("clone", 0.25)]
     with pytest.raises(ValueError, match="unknown step"):
         timer.add("not_a_step", 1.0)
+
+
+class _SlowPhases:
+    """A control plane client whose phase calls block until released (and may be rejected)."""
+
+    def __init__(self, reject: set[str] | None = None) -> None:
+        self.sent: list[str] = []
+        self.release = threading.Event()
+        self.reject = reject or set()
+
+    def send_phase(self, phase: Phase) -> None:
+        self.release.wait(10)
+        if phase.value in self.reject:
+            raise ControlPlaneRejected(409)
+        self.sent.append(phase.value)
+
+
+def test_phase_reports_go_out_in_order_without_holding_up_the_start() -> None:
+    from openhands_sandbox.lifecycle import StopController
+    from openhands_sandbox.phase_reporter import PhaseReporter
+
+    client = _SlowPhases()
+    reporter = PhaseReporter(client, StopController())  # type: ignore[arg-type]
+    for phase in Phase:
+        reporter.report(phase)  # returns while the first call is still waiting
+    assert client.sent == []
+    with pytest.raises(TimeoutError):
+        reporter.flush(timeout_seconds=0.2)
+    client.release.set()
+    reporter.flush(timeout_seconds=10)
+    assert client.sent == [phase.value for phase in Phase]
+
+
+def test_a_rejected_phase_report_stops_the_sandbox_and_is_raised_at_the_next_phase() -> None:
+    from openhands_sandbox.errors import StopReason
+    from openhands_sandbox.lifecycle import StopController
+    from openhands_sandbox.phase_reporter import PhaseReporter
+
+    client = _SlowPhases(reject={Phase.SETTING_UP_WORKSPACE.value})
+    client.release.set()
+    stop = StopController()
+    reporter = PhaseReporter(client, stop)  # type: ignore[arg-type]
+    reporter.report(Phase.RUNTIME_STARTED)
+    reporter.report(Phase.SETTING_UP_WORKSPACE)
+    with pytest.raises(ControlPlaneRejected):
+        reporter.flush(timeout_seconds=10)
+    assert stop.reason is StopReason.REJECTED
+    with pytest.raises(ControlPlaneRejected):
+        reporter.report(Phase.RUNNING_SETUP_SCRIPT)
+    assert client.sent == [Phase.RUNTIME_STARTED.value]
