@@ -24,6 +24,23 @@ from tests.helpers import FakeLambdaContext, api_event
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 
 
+class ClientReusingSession(boto3.Session):
+    """A session that makes each service's default client once. Making a client costs ~30 ms of
+    CPU (more than most calls to moto), and provisioning, the stream pump and the waits' polling
+    would otherwise make one per call: clients are thread-safe, moto's backends hold the state."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return super().client(service_name, *args, **kwargs)
+        if service_name not in self._clients:
+            self._clients[service_name] = super().client(service_name)
+        return self._clients[service_name]
+
+
 @dataclass
 class WorkflowHarness:
     resources: StackResources
@@ -112,7 +129,7 @@ def make_harness(
     """`environment_overrides` of the functions' environment; the sandbox's agent-server is on
     loopback unless SANDBOX_AGENT_SERVER_ADDRESS says "task"."""
     aws.client.cache_clear()
-    session = boto3.Session(region_name="us-east-1")
+    session = ClientReusingSession(region_name="us-east-1")
     # A stack name of its own: a moto account another test left behind cannot collide with it.
     stack_name = f"it{uuid.uuid4().hex[:6]}"
     resources = provision(stack_name, {"SandboxHeartbeatSeconds": "30", **(parameters or {})}, session=session)

@@ -9,8 +9,10 @@ own stacks with tests/integration's WorkflowHarness (moto's Step Functions engin
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import boto3
@@ -105,7 +107,7 @@ class ApiStack:
 
     def active_counter(self, user_id: str = "user-1") -> int:
         item = (
-            boto3.client("dynamodb")
+            dynamodb_client()
             .get_item(
                 TableName=self.users_table,
                 Key={"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "QUOTA"}},
@@ -129,8 +131,19 @@ class ApiStack:
             assert self.active_counter(user) == active.get(user, 0), f"{user}: counter drifted from the items"
 
 
+@cache
+def _dynamodb_client(endpoint: str | None) -> Any:
+    return boto3.client("dynamodb")
+
+
+def dynamodb_client() -> Any:
+    """The tests' own DynamoDB client, made once per endpoint (in-process moto, or a moto server
+    AWS_ENDPOINT_URL names): making one costs more CPU than the scans a test does with it."""
+    return _dynamodb_client(os.environ.get("AWS_ENDPOINT_URL"))
+
+
 def scan_all(table: str) -> list[dict[str, Any]]:
-    client = boto3.client("dynamodb")
+    client = dynamodb_client()
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
     while True:
@@ -142,7 +155,7 @@ def scan_all(table: str) -> list[dict[str, Any]]:
 
 
 def _wipe(resources: StackResources) -> None:
-    dynamodb = boto3.client("dynamodb")
+    dynamodb = dynamodb_client()
     for logical_id in ("ConversationsTable", "UsersTable", "IdempotencyTable"):
         table = resources.physical[logical_id]
         keys = [key["AttributeName"] for key in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
