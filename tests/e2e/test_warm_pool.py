@@ -66,6 +66,13 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         assert environment_variable(idle_pid, "SANDBOX_POOL_TOKEN_CIPHERTEXT") is None
         assert environment_variable(idle_pid, "SANDBOX_TOKEN") is None
         assert not (Path(sandbox["workspace_root"]) / "repo").exists()
+        # Its warm-up requests (warm.warm_up_conversation_routes) made no conversation.
+        idle_search = requests.get(
+            f"http://127.0.0.1:{sandbox['agent_server_port']}/api/conversations/search",
+            headers={"X-Session-API-Key": environment_variable(idle_pid, "SESSION_API_KEY") or ""},
+            timeout=10,
+        )
+        assert idle_search.status_code == 200 and idle_search.json()["items"] == [], idle_search.text
 
         started = time.monotonic()
         created = requests.post(
