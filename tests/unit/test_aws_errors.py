@@ -5,7 +5,9 @@ No AWS emulation: botocore's Stubber answers the DAL's calls with the errors AWS
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,16 +162,21 @@ def test_a_failure_that_is_not_transient_passes_unchanged() -> None:
 
 
 # -- one exceptions module ------------------------------------------------------------------------
-def test_the_data_access_layer_defines_no_exception_of_its_own() -> None:
-    """What a store raises is a domain error of models/errors.py (or boto3's own, unchanged)."""
-    defined = {
-        path.relative_to(LAYER).as_posix(): re.findall(
-            r"^class (\w+)\((?:\w+Error|\w*Exception)\b", path.read_text(), re.M
-        )
-        for path in LAYER.rglob("*.py")
-        if path.relative_to(LAYER).parts[0] == "dal"
-    }
-    assert {module: names for module, names in defined.items() if names} == {}
+def test_every_exception_class_of_the_layer_is_in_models_errors() -> None:
+    """What a store, an adapter or a rule raises is a class of models/errors.py (or a library's
+    own, unchanged): one module to read to know what can go wrong."""
+    import conversation_service
+
+    elsewhere = [
+        f"{module.__name__}.{name}"
+        for info in pkgutil.walk_packages(conversation_service.__path__, "conversation_service.")
+        for module in [importlib.import_module(info.name)]
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == module.__name__
+    ]
+    assert elsewhere and all(name.startswith("conversation_service.models.errors.") for name in elsewhere), [
+        name for name in elsewhere if not name.startswith("conversation_service.models.errors.")
+    ]
 
 
 def test_no_error_is_told_apart_by_its_class_name_or_its_text() -> None:

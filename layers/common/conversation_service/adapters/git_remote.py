@@ -9,13 +9,7 @@ import urllib3
 from dulwich.client import HTTPUnauthorized, get_transport_and_path
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 
-
-class RemoteAccessDenied(Exception):
-    """The remote refused us: bad or missing credentials, or no such repository."""
-
-
-class RemoteUnavailable(Exception):
-    """The remote could not be reached or did not answer in time."""
+from conversation_service.models.errors import RemoteAccessDenied, RemoteUnavailable
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from conversation_service.logic.clock import now_iso
 from conversation_service.logic.conversations import ConversationService
 from conversation_service.models.aws_events import QueuedEvent
-from conversation_service.models.errors import ServiceError
+from conversation_service.models.errors import EventRefused, ServiceError
 from conversation_service.models.events import CREATE_CONVERSATION, CreateConversationDetail
 from conversation_service.observability import logger, record_rejection
 from conversation_service.ports import DeadLetterQueue
@@ -47,16 +47,6 @@ REDACTED = "[redacted]"
 # keys and environments; the rest are names integrations give to credentials).
 _SECRET_KEY_PARTS = ("mcp_config", "key", "token", "secret", "password", "authorization", "credential", "env")
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")  # https://user:token@host/...
-
-
-class EventRefused(Exception):
-    """Final: the event will never create a conversation as it is."""
-
-    def __init__(self, msg_id: str, message: str, detail: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.msg_id = msg_id
-        self.message = message
-        self.detail = detail or []
 
 
 @dataclass(frozen=True)

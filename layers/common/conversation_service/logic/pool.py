@@ -24,7 +24,7 @@ from conversation_service.config import ServiceConfig
 from conversation_service.dal.sandbox_tokens import POOL_CIPHERTEXT_VARIABLE
 from conversation_service.dal.sandboxes import SandboxLaunchFailed, SandboxLaunchThrottled
 from conversation_service.logic.clock import now_epoch_ms
-from conversation_service.models.errors import InvalidRequest, ServiceError, Unauthorized
+from conversation_service.models.errors import InvalidRequest, PoolSandboxGone, Unauthorized
 from conversation_service.models.pool import (
     POOL_SANDBOX_PREFIX,
     PoolSandbox,
@@ -41,12 +41,6 @@ oldest first); losing every try falls back to a cold start."""
 
 def credential_hash(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
-
-
-class PoolSandboxGone(ServiceError):
-    status_code = 410
-    msg_id = "SANDBOX$POOL_SANDBOX_RETIRED"
-    default_message = "This pool sandbox was retired or already assigned; stop"
 
 
 class WarmPool:

@@ -19,12 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from conversation_service.adapters.git_remote import (
-    RemoteAccessDenied,
-    RemoteRefs,
-    RemoteUnavailable,
-    list_remote_refs,
-)
+from conversation_service.adapters.git_remote import RemoteRefs, list_remote_refs
 from conversation_service.config import ServiceConfig
 from conversation_service.logic.validation import validate_branch_name
 from conversation_service.models.api import GitProvider
@@ -32,6 +27,8 @@ from conversation_service.models.domain import ResolvedRepository
 from conversation_service.models.errors import (
     BranchNotFound,
     GitProviderMismatch,
+    RemoteAccessDenied,
+    RemoteUnavailable,
     RepositoryNotAccessible,
     RepositoryNotAllowed,
 )

@@ -31,7 +31,8 @@ from conversation_service.models.domain import Conversation, ConversationStatus,
 from conversation_service.models.errors import (
     InvalidConversationId,
     InvalidRequest,
-    ServiceError,
+    SandboxAddressRefused,
+    SandboxNoLongerWanted,
     Unauthorized,
     WorkflowNotWaiting,
 )
@@ -44,19 +45,6 @@ from conversation_service.ports import (
     UserStore,
     WorkflowEngine,
 )
-
-
-class SandboxNoLongerWanted(ServiceError):
-    status_code = 409
-    msg_id = "SANDBOX$CONVERSATION_NOT_STARTING"
-    default_message = "This conversation is no longer starting; stop the sandbox"
-
-
-class SandboxAddressRefused(ServiceError):
-    status_code = 400
-    msg_id = "SANDBOX$AGENT_SERVER_ADDRESS_REFUSED"
-    default_message = "The agent-server URL must be this sandbox's own address"
-
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 

@@ -191,6 +191,45 @@ class SandboxTokenExpired(ServiceError):
     default_message = "The sandbox token is no longer valid: the conversation is not starting or running"
 
 
+class SandboxNoLongerWanted(ServiceError):
+    status_code = 409
+    msg_id = "SANDBOX$CONVERSATION_NOT_STARTING"
+    default_message = "This conversation is no longer starting; stop the sandbox"
+
+
+class SandboxAddressRefused(ServiceError):
+    status_code = 400
+    msg_id = "SANDBOX$AGENT_SERVER_ADDRESS_REFUSED"
+    default_message = "The agent-server URL must be this sandbox's own address"
+
+
+class PoolSandboxGone(ServiceError):
+    status_code = 410
+    msg_id = "SANDBOX$POOL_SANDBOX_RETIRED"
+    default_message = "This pool sandbox was retired or already assigned; stop"
+
+
+# -- events from integrations ---------------------------------------------------------------------
+class EventRefused(Exception):
+    """Final: the event will never create a conversation as it is (logic/event_intake.py sends it
+    to the dead-letter queue with this reason)."""
+
+    def __init__(self, msg_id: str, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.msg_id = msg_id
+        self.message = message
+        self.detail = detail or []
+
+
+# -- git remotes (adapters/git_remote.py) ---------------------------------------------------------
+class RemoteAccessDenied(Exception):
+    """The remote refused us: bad or missing credentials, or no such repository."""
+
+
+class RemoteUnavailable(Exception):
+    """The remote could not be reached or did not answer in time."""
+
+
 # -- workflow steps -------------------------------------------------------------------------------
 class WorkflowStepError(Exception):
     retryable: ClassVar[bool] = False
