@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conversation_service.dal.active_slots import PER_RUN_FIELDS
-from conversation_service.dal.conversations import CreationSnapshot
 from conversation_service.dal.events import OutgoingEvent
 from conversation_service.models.domain import (
     ACTIVE_STATUSES,
     Conversation,
     ConversationStatus,
+    CreationSnapshot,
     RuntimeStatus,
     TimelineEntry,
     UserSecrets,

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from conversation_service.dal.channel import AppendResult, PreparedEvent
-    from conversation_service.dal.conversations import CreationSnapshot
     from conversation_service.dal.events import OutgoingEvent
     from conversation_service.models.domain import (
         Conversation,
         ConversationStatus,
+        CreationSnapshot,
         RuntimeStatus,
         UserSecrets,
         UserSettings,

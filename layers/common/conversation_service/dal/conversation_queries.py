@@ -6,27 +6,17 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from conversation_service.dal.aws import client, translated
 from conversation_service.dal.conversation_records import ConversationRecords, conversation_from_item
 from conversation_service.dal.users import active_count_from_item, quota_key, settings_from_item, settings_key
-from conversation_service.models.domain import Conversation, ConversationStatus, UserSettings
+from conversation_service.models.domain import Conversation, ConversationStatus, CreationSnapshot
 from conversation_service.models.errors import WriteContention
 
 SNAPSHOT_READ_ATTEMPTS = 4
 # The ByUser index's key plus the table's: where a listing continues.
 PAGE_KEY = ("conversation_id", "user_id", "created_at")
-
-
-@dataclass(frozen=True)
-class CreationSnapshot:
-    """What a create needs to know before it writes, read in one BatchGetItem."""
-
-    settings: UserSettings | None
-    active_count: int
-    existing: Conversation | None  # the conversation already stored under a keyed create's id
 
 
 class ConversationQueries(ConversationRecords):

@@ -13,10 +13,10 @@ Logic sees them as one `ConversationStore` (its port: `ports.py`).
 from __future__ import annotations
 
 from conversation_service.dal.conversation_progress import ConversationProgress
-from conversation_service.dal.conversation_queries import SNAPSHOT_READ_ATTEMPTS, ConversationQueries, CreationSnapshot
+from conversation_service.dal.conversation_queries import SNAPSHOT_READ_ATTEMPTS, ConversationQueries
 from conversation_service.dal.conversation_teardown import ConversationTeardown
 
-__all__ = ["SNAPSHOT_READ_ATTEMPTS", "ConversationStore", "CreationSnapshot"]
+__all__ = ["SNAPSHOT_READ_ATTEMPTS", "ConversationStore"]
 
 
 class ConversationStore(ConversationQueries, ConversationProgress, ConversationTeardown):

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 
 from conversation_service.config import ServiceConfig
-from conversation_service.dal.conversations import CreationSnapshot
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.idempotency import check_idempotency_key
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
@@ -25,6 +24,7 @@ from conversation_service.models.domain import (
     Conversation,
     ConversationStatus,
     ConversationTrigger,
+    CreationSnapshot,
     ResolvedRepository,
     RuntimeStatus,
     TimelineEntry,

@@ -22,9 +22,14 @@ import time
 
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.sandbox_tokens import POOL_CIPHERTEXT_VARIABLE
-from conversation_service.dal.sandboxes import SandboxLaunchFailed, SandboxLaunchThrottled
 from conversation_service.logic.clock import now_epoch_ms
-from conversation_service.models.errors import InvalidRequest, PoolSandboxGone, Unauthorized
+from conversation_service.models.errors import (
+    InvalidRequest,
+    PoolSandboxGone,
+    SandboxLaunchFailed,
+    SandboxLaunchThrottled,
+    Unauthorized,
+)
 from conversation_service.models.pool import (
     POOL_SANDBOX_PREFIX,
     PoolSandbox,

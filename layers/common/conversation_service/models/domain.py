@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -185,3 +186,12 @@ class Conversation(BaseModel):
     @property
     def is_active(self) -> bool:
         return self.conversation_status in ACTIVE_STATUSES
+
+
+@dataclass(frozen=True)
+class CreationSnapshot:
+    """What a create needs to know before it writes, read in one BatchGetItem."""
+
+    settings: UserSettings | None
+    active_count: int
+    existing: Conversation | None  # the conversation already stored under a keyed create's id
