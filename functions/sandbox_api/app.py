@@ -27,7 +27,7 @@ from conversation_service.models.context import (
 from conversation_service.models.domain import Conversation
 from conversation_service.models.environment import SandboxApiEnvironment
 from conversation_service.observability import logger, tracer
-from conversation_service.services import agent_channel, sandbox_channel
+from conversation_service.services import sandbox_agent_channel, sandbox_channel
 
 # Checked while Lambda imports the module: a missing variable fails the cold start, named.
 ENVIRONMENT = require_environment(SandboxApiEnvironment)
@@ -56,29 +56,29 @@ def post_event(event: SandboxEvent) -> dict[str, str]:
 # -- the channel to the running conversation (logic/agent_channel.py) ------------------------------
 @app.post("/sandbox/v1/agent-events")
 def post_agent_events(batch: AgentEventBatch) -> AgentEventsStored:
-    return agent_channel().store_events(_conversation(), batch)
+    return sandbox_agent_channel().store_events(_conversation(), batch)
 
 
 @app.post("/sandbox/v1/agent-conversation")
 def post_agent_conversation(info: AgentConversationInfo) -> dict[str, str]:
-    agent_channel().record_agent_status(_conversation(), info)
+    sandbox_agent_channel().record_agent_status(_conversation(), info)
     return {"status": "ok"}
 
 
 @app.get("/sandbox/v1/inbox")
 def get_inbox(wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0) -> InboxPage:
-    return agent_channel().inbox(_conversation(), wait)
+    return sandbox_agent_channel().inbox(_conversation(), wait)
 
 
 @app.post("/sandbox/v1/inbox/<item_id>/ack")
 def acknowledge_inbox_item(item_id: str) -> dict[str, str]:
-    agent_channel().acknowledge(_conversation(), item_id)
+    sandbox_agent_channel().acknowledge(_conversation(), item_id)
     return {"status": "ok"}
 
 
 @app.post("/sandbox/v1/workspace")
 def post_workspace(snapshot: WorkspaceSnapshot) -> dict[str, str]:
-    agent_channel().publish_workspace(_conversation(), snapshot)
+    sandbox_agent_channel().publish_workspace(_conversation(), snapshot)
     return {"status": "ok"}
 
 

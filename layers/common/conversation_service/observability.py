@@ -17,7 +17,12 @@ for _library in ("botocore", "boto3", "urllib3", "s3transfer"):
     _sdk_logger.setLevel(max(_sdk_logger.level, logging.INFO))
 
 logger = Logger(service=SERVICE_NAME)
-tracer = Tracer(service=SERVICE_NAME)
+# Only the clients whose calls we trace: AWS (botocore) and plain HTTP (httplib: the git remote a
+# create reads). Powertools' default patches every library X-Ray supports, which imports
+# `requests` (and charset_normalizer) into every function only to wrap it: a tenth of a bare
+# boto3 handler's cold start, for a library nothing here uses.
+TRACED_MODULES = ("botocore", "httplib")
+tracer = Tracer(service=SERVICE_NAME, patch_modules=TRACED_MODULES)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 
 

@@ -1,4 +1,7 @@
-"""Reads a remote repository's refs over the real git protocol (dulwich: no git binary in Lambda)."""
+"""Reads a remote repository's refs over the real git protocol (dulwich: no git binary in Lambda).
+
+dulwich is imported when refs are first read, not with this module: only a function that
+verifies a repository (a create, in the API and the event intake) loads it."""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import concurrent.futures
 from dataclasses import dataclass
 
 import urllib3
-from dulwich.client import HTTPUnauthorized, get_transport_and_path
-from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 
 from conversation_service.models.errors import RemoteAccessDenied, RemoteUnavailable
 
@@ -28,6 +29,8 @@ def _pool_manager(timeout: float) -> urllib3.PoolManager:
 
 
 def _read_refs(url: str, username: str | None, password: str | None, timeout: float) -> RemoteRefs:
+    from dulwich.client import get_transport_and_path
+
     kwargs: dict[str, object] = {}
     if url.startswith(("http://", "https://")):
         kwargs["pool_manager"] = _pool_manager(timeout)
@@ -51,6 +54,9 @@ def _read_refs(url: str, username: str | None, password: str | None, timeout: fl
 
 def list_remote_refs(url: str, *, username: str | None, password: str | None, timeout: float) -> RemoteRefs:
     """`git ls-remote` through dulwich, bounded by `timeout` seconds whatever the transport."""
+    from dulwich.client import HTTPUnauthorized
+    from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+
     future = _executor.submit(_read_refs, url, username, password, timeout)
     try:
         return future.result(timeout=timeout + 1)

@@ -17,16 +17,13 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
-
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
-from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from typing import TYPE_CHECKING, Any
 
 from conversation_service.config import ServiceConfig
 from conversation_service.dal.channel import PreparedEvent
 from conversation_service.logic.clock import now_epoch_ms, now_iso
-from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.idempotency import check_idempotency_key, make_idempotent, run_once
+from conversation_service.logic.mcp import sealed_mcp_config_of
 from conversation_service.logic.redaction import SecretRedactor, mcp_secret_values
 from conversation_service.models.channel import (
     DEFAULT_EVENTS_PAGE,
@@ -64,6 +61,10 @@ from conversation_service.models.errors import (
 from conversation_service.observability import logger
 from conversation_service.ports import ChannelStore, ContextStore, ConversationStore, UserStore
 
+if TYPE_CHECKING:  # Powertools idempotency is loaded only by a channel built with a store (the API's)
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+
 EVENT_TOO_LARGE = "EVENT_TOO_LARGE"
 MAX_EVENT_ID_LENGTH = 200
 # An inbox item is one DynamoDB item (400 KB at most): text and image URLs together stay below.
@@ -85,7 +86,7 @@ class AgentChannel:
         users: UserStore,
         context: ContextStore,
         channel: ChannelStore,
-        idempotency: BasePersistenceLayer | None = None,
+        idempotency_store: Callable[[], BasePersistenceLayer] | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -98,10 +99,15 @@ class AgentChannel:
         self._sleep = sleep
         self._clock = clock
         self._redactors: dict[tuple[str, int, str | None], tuple[float, SecretRedactor]] = {}
+        # The store and the keyed send are built on the first keyed message: a process that sends
+        # none (most API calls, every sandbox call) never imports Powertools idempotency.
+        self._idempotency_store = idempotency_store
         self._idempotency_config: IdempotencyConfig | None = None
-        self._send_once = self._make_idempotent_send(idempotency) if idempotency else None
+        self._send_once: Callable[..., SendMessageResponse] | None = None
+        self._lambda_context: Any = None
 
     def register_lambda_context(self, context: Any) -> None:
+        self._lambda_context = context
         if self._idempotency_config is not None:
             self._idempotency_config.register_lambda_context(context)
 
@@ -265,7 +271,7 @@ class AgentChannel:
             raise ConversationNotAcceptingMessages()
         if len(_dumps(request.model_dump()).encode()) > MAX_MESSAGE_BYTES:
             raise InvalidRequest(f"A message (text and image URLs) is at most {MAX_MESSAGE_BYTES // 1024} KB")
-        if idempotency_key is None or self._send_once is None:
+        if idempotency_key is None or self._idempotency_store is None:
             return self._send(user_id, conversation_id, request)
         check_idempotency_key(idempotency_key)
         envelope = {
@@ -274,7 +280,13 @@ class AgentChannel:
             "key": idempotency_key,
             "body": request.model_dump(mode="json"),
         }
-        return run_once(self._send_once, envelope)
+        return run_once(self._idempotent_send(self._idempotency_store), envelope)
+
+    def _idempotent_send(self, store: Callable[[], BasePersistenceLayer]) -> Callable[..., SendMessageResponse]:
+        if self._send_once is None:
+            self._send_once = self._make_idempotent_send(store())
+            self.register_lambda_context(self._lambda_context)
+        return self._send_once
 
     def _make_idempotent_send(self, store: BasePersistenceLayer) -> Callable[..., SendMessageResponse]:
         def send_once(envelope: dict[str, Any]) -> SendMessageResponse:

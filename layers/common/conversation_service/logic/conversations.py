@@ -11,6 +11,7 @@ from collections.abc import Callable
 from conversation_service.config import ServiceConfig
 from conversation_service.logic.clock import now_epoch_ms, now_iso
 from conversation_service.logic.idempotency import check_idempotency_key
+from conversation_service.logic.mcp import sealed_mcp_config_of
 from conversation_service.logic.repositories import RepositoryResolver, RepositoryVerifier
 from conversation_service.logic.slot_policy import SlotPolicy
 from conversation_service.models.api import (
@@ -283,13 +284,6 @@ class ConversationService:
     def view(self, user_id: str, conversation_id: str) -> ConversationView:
         conversation = self.get_owned(user_id, conversation_id)
         return ConversationView.model_validate(conversation.model_dump(include=set(ConversationView.model_fields)))
-
-
-def sealed_mcp_config_of(context: ContextStore, conversation: Conversation) -> str | None:
-    """The conversation's sealed MCP servers, from the item or, when large, from S3."""
-    if conversation.sealed_mcp_config_key:
-        return str(context.get_json(conversation.sealed_mcp_config_key)["sealed_mcp_config"])
-    return conversation.sealed_mcp_config
 
 
 def usable_settings(users: UserStore, user_id: str) -> UserSettings:

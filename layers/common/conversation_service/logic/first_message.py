@@ -3,37 +3,41 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conversation_service.models.api import CreateMicroagent, SuggestedTask, SuggestedTaskType
 from conversation_service.models.context import FirstMessage
 
+if TYPE_CHECKING:
+    from conversation_service.models.api import CreateMicroagent, SuggestedTask
+
+# Keyed by SuggestedTaskType's values (a StrEnum: its members look these up): the workflow step
+# that builds the first message does not import the API's models unless a request needs them.
 _TASK_PROMPTS = {
-    SuggestedTaskType.MERGE_CONFLICTS: (
+    "MERGE_CONFLICTS": (
         "You are working on pull request #{number} in repository {repo} ({title}). "
         "It has merge conflicts: check out its branch, merge the base branch into it, resolve every "
         "conflict keeping the intent of both sides, make sure the tests pass, and push the result."
     ),
-    SuggestedTaskType.FAILING_CHECKS: (
+    "FAILING_CHECKS": (
         "You are working on pull request #{number} in repository {repo} ({title}). "
         "Its CI checks are failing: check out its branch, find out why each failing check fails, "
         "fix the cause, run the checks locally where you can, and push the fix."
     ),
-    SuggestedTaskType.UNRESOLVED_COMMENTS: (
+    "UNRESOLVED_COMMENTS": (
         "You are working on pull request #{number} in repository {repo} ({title}). "
         "It has unresolved review comments: check out its branch, address each comment in the code, "
         "and push the changes."
     ),
-    SuggestedTaskType.OPEN_ISSUE: (
+    "OPEN_ISSUE": (
         "You are working on issue #{number} in repository {repo}: {title}. "
         "Read the issue, reproduce the problem if it is a bug, implement a fix or the feature with tests, "
         "and open a pull request that references the issue."
     ),
-    SuggestedTaskType.OPEN_PR: (
+    "OPEN_PR": (
         "You are working on pull request #{number} in repository {repo} ({title}). "
         "Review it, finish what is missing, and make sure its checks pass."
     ),
-    SuggestedTaskType.CREATE_MICROAGENT: (
+    "CREATE_MICROAGENT": (
         "Create a microagent for repository {repo} ({title}): add a markdown file under "
         ".openhands/microagents/ describing the repository, how to build and test it, and its conventions."
     ),
@@ -75,8 +79,12 @@ def first_message(request: dict[str, Any]) -> FirstMessage | None:
     if text := request.get("initial_user_msg"):
         return FirstMessage(text=text, image_urls=images)
     if task := request.get("suggested_task"):
+        from conversation_service.models.api import SuggestedTask
+
         return FirstMessage(text=suggested_task_prompt(SuggestedTask.model_validate(task)), image_urls=images)
     if microagent := request.get("create_microagent"):
+        from conversation_service.models.api import CreateMicroagent
+
         return FirstMessage(
             text=create_microagent_prompt(CreateMicroagent.model_validate(microagent)), image_urls=images
         )

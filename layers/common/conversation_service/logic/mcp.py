@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conversation_service.models.domain import Conversation
+    from conversation_service.ports import ContextStore
 
 _REMOTE_KINDS = (("shttp_servers", "http"), ("sse_servers", "sse"))
 
@@ -51,3 +55,10 @@ def to_agent_server_mcp(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             entry["env"] = dict(server["env"])
         servers[_unique_name(server.get("name"), f"stdio-{index + 1}", taken)] = entry
     return servers
+
+
+def sealed_mcp_config_of(context: ContextStore, conversation: Conversation) -> str | None:
+    """The conversation's sealed MCP servers, from the item or, when large, from S3."""
+    if conversation.sealed_mcp_config_key:
+        return str(context.get_json(conversation.sealed_mcp_config_key)["sealed_mcp_config"])
+    return conversation.sealed_mcp_config

@@ -16,9 +16,8 @@ from conversation_service.config import ServiceConfig
 from conversation_service.dal.aws import retried_by_the_workflow
 from conversation_service.dal.sandbox_tokens import CIPHERTEXT_VARIABLE
 from conversation_service.logic.clock import now_epoch_ms, now_iso, seconds_since
-from conversation_service.logic.conversations import sealed_mcp_config_of
 from conversation_service.logic.first_message import first_message
-from conversation_service.logic.mcp import merge_mcp_config, to_agent_server_mcp
+from conversation_service.logic.mcp import merge_mcp_config, sealed_mcp_config_of, to_agent_server_mcp
 from conversation_service.logic.pool import WarmPool
 from conversation_service.logic.runs import execution_name
 from conversation_service.logic.start_hops import start_hops

@@ -6,9 +6,10 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from conversation_service.json_limits import MAX_JSON_DEPTH, nesting_depth
+from conversation_service.models.base import ServiceModel, StrictModel
 from conversation_service.models.domain import ConversationStatus, StartHop, TimelineEntry
 
 
@@ -30,10 +31,6 @@ GitProviderField = Annotated[GitProvider, BeforeValidator(_lower)]
 
 # An EventBridge `source`: letters, digits and . - _ / (as integrations name themselves).
 EVENT_SOURCE_PATTERN = r"^[A-Za-z0-9._/-]+$"
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SuggestedTaskType(StrEnum):
@@ -121,19 +118,19 @@ class CreateConversationRequest(StrictModel):
         return value
 
 
-class CreateConversationResponse(BaseModel):
+class CreateConversationResponse(ServiceModel):
     status: Literal["ok"] = "ok"
     conversation_id: str
     conversation_status: ConversationStatus
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ServiceModel):
     status: Literal["error"] = "error"
     message: str
     msg_id: str
 
 
-class ConversationView(BaseModel):
+class ConversationView(ServiceModel):
     """What the owner sees of a conversation: status, place in the workflow, no secrets."""
 
     conversation_id: str
@@ -214,7 +211,7 @@ class SettingsUpdate(StrictModel):
     )
 
 
-class SettingsView(BaseModel):
+class SettingsView(ServiceModel):
     agent: str
     max_iterations: int
     confirmation_mode: bool
@@ -228,5 +225,5 @@ class SettingsView(BaseModel):
     updated_at: str | None
 
 
-class OkBody(BaseModel):
+class OkBody(ServiceModel):
     status: Literal["ok"] = "ok"

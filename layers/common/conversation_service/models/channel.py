@@ -7,9 +7,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from conversation_service.models.api import StrictModel
+from conversation_service.models.base import ServiceModel, StrictModel
 
 MAX_EVENTS_PER_POST = 500
 MAX_MESSAGE_CHARS = 100_000
@@ -33,18 +33,18 @@ class AgentStatus(StrEnum):
 
 
 # -- the sandbox's side ---------------------------------------------------------------------------
-class AgentEventBatch(BaseModel):
+class AgentEventBatch(ServiceModel):
     """`POST /v1/agent-events`: the agent-server's events as its webhook posts them."""
 
     events: list[dict[str, Any]] = Field(max_length=MAX_EVENTS_PER_POST)
 
 
-class RefusedEvent(BaseModel):
+class RefusedEvent(ServiceModel):
     id: str
     error_code: str
 
 
-class AgentEventsStored(BaseModel):
+class AgentEventsStored(ServiceModel):
     status: Literal["ok"] = "ok"
     stored: int = Field(description="Events stored by this call (redeliveries of stored events are not counted)")
     duplicates: int = 0
@@ -54,7 +54,7 @@ class AgentEventsStored(BaseModel):
     )
 
 
-class AgentConversationInfo(BaseModel):
+class AgentConversationInfo(ServiceModel):
     """`POST /v1/agent-conversation`: the agent-server's conversation info. Only the execution
     status is kept (the rest may hold the agent's settings)."""
 
@@ -63,7 +63,7 @@ class AgentConversationInfo(BaseModel):
     execution_status: AgentStatus
 
 
-class InboxItem(BaseModel):
+class InboxItem(ServiceModel):
     item_id: str
     kind: Literal["message", "confirmation"]
     text: str | None = None
@@ -72,7 +72,7 @@ class InboxItem(BaseModel):
     reason: str | None = None
 
 
-class InboxPage(BaseModel):
+class InboxPage(ServiceModel):
     items: list[InboxItem]
 
 
@@ -83,7 +83,7 @@ class ChangedFile(StrictModel):
     deletions: int = Field(default=0, ge=0)
 
 
-class WorkspaceSnapshot(BaseModel):
+class WorkspaceSnapshot(ServiceModel):
     """`POST /v1/workspace` (the sandbox) and `GET /api/conversations/{id}/workspace` (the owner)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -97,7 +97,7 @@ class WorkspaceSnapshot(BaseModel):
 
 
 # -- the owner's side -----------------------------------------------------------------------------
-class AgentEventEnvelope(BaseModel):
+class AgentEventEnvelope(ServiceModel):
     """One event of the transcript: a stable envelope around the agent-server's own JSON."""
 
     id: str
@@ -108,7 +108,7 @@ class AgentEventEnvelope(BaseModel):
     error_code: str | None = Field(default=None, description="EVENT_TOO_LARGE when the body was over the cap")
 
 
-class AgentEventPage(BaseModel):
+class AgentEventPage(ServiceModel):
     results: list[AgentEventEnvelope]
     next_page_id: str = Field(
         description="Where the next page starts: pass it back unchanged (with wait= to follow the conversation)"
@@ -120,7 +120,7 @@ class SendMessageRequest(StrictModel):
     image_urls: list[str] = Field(default_factory=list, max_length=MAX_IMAGE_URLS)
 
 
-class SendMessageResponse(BaseModel):
+class SendMessageResponse(ServiceModel):
     status: Literal["ok"] = "ok"
     message_id: str
 

@@ -5,29 +5,31 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from conversation_service.models.base import ServiceModel
 
 
-class AgentConfig(BaseModel):
+class AgentConfig(ServiceModel):
     agent: str
     max_iterations: int
     confirmation_mode: bool
     security_analyzer: str | None = None
 
 
-class LLMConfig(BaseModel):
+class LLMConfig(ServiceModel):
     model: str
     base_url: str | None = None
 
 
-class RuntimeConfig(BaseModel):
+class RuntimeConfig(ServiceModel):
     runtime: str
     image: str
     setup_script_timeout_seconds: int
     start_timeout_seconds: int
 
 
-class RepositoryConfig(BaseModel):
+class RepositoryConfig(ServiceModel):
     clone_url: str
     display_name: str
     name: str
@@ -36,12 +38,12 @@ class RepositoryConfig(BaseModel):
     commit: str
 
 
-class FirstMessage(BaseModel):
+class FirstMessage(ServiceModel):
     text: str
     image_urls: list[str] = Field(default_factory=list)
 
 
-class AgentContext(BaseModel):
+class AgentContext(ServiceModel):
     """Defaults <- user settings <- request, for one conversation. Holds no secrets of ours;
     kept in S3 (it can be large), referenced by key."""
 
@@ -64,7 +66,7 @@ class AgentContext(BaseModel):
 # --- the sandbox channel (docs/sandbox-protocol.md) ----------------------------------------
 
 
-class SandboxRepository(BaseModel):
+class SandboxRepository(ServiceModel):
     clone_url: str
     name: str
     branch: str
@@ -73,13 +75,13 @@ class SandboxRepository(BaseModel):
     password: str | None = Field(default=None, repr=False)
 
 
-class SandboxLLM(BaseModel):
+class SandboxLLM(ServiceModel):
     model: str
     api_key: str | None = Field(default=None, repr=False)
     base_url: str | None = None
 
 
-class SandboxContext(BaseModel):
+class SandboxContext(ServiceModel):
     conversation_id: str
     repository: SandboxRepository | None
     workspace_branch: str | None
@@ -152,7 +154,7 @@ SandboxStep = Literal[
 StepSeconds = Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
 
 
-class SandboxEvent(BaseModel):
+class SandboxEvent(ServiceModel):
     """One report from a sandbox. Fields beyond `type` depend on it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -185,7 +187,7 @@ class SandboxEvent(BaseModel):
         return details
 
 
-class SandboxReady(BaseModel):
+class SandboxReady(ServiceModel):
     """What a ready sandbox hands the workflow (task output: no secrets). `agent_server_url` is
     the checked, normalised `http://<the task's own address>:<port>`."""
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from conversation_service.models.base import ServiceModel
 
 
 class ConversationStatus(StrEnum):
@@ -46,7 +48,7 @@ class ConversationTrigger(StrEnum):
 KNOWN_AGENTS = frozenset({"CodeActAgent", "BrowsingAgent", "VisualBrowsingAgent", "ReadOnlyAgent", "LocAgent"})
 
 
-class AgentDefaults(BaseModel):
+class AgentDefaults(ServiceModel):
     """The spec's defaults; user settings override them."""
 
     agent: str = "CodeActAgent"
@@ -55,14 +57,14 @@ class AgentDefaults(BaseModel):
     security_analyzer: str | None = None
 
 
-class UserSecrets(BaseModel):
+class UserSecrets(ServiceModel):
     """Decrypted secrets: held in memory only, never logged, never returned."""
 
     llm_api_key: str | None = Field(default=None, repr=False)
     provider_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
-class UserSettings(BaseModel):
+class UserSettings(ServiceModel):
     """A user's stored settings. Secrets stay sealed (KMS) until a caller opens them."""
 
     user_id: str
@@ -84,7 +86,7 @@ class UserSettings(BaseModel):
     updated_at: str | None = None
 
 
-class ResolvedRepository(BaseModel):
+class ResolvedRepository(ServiceModel):
     """A repository checked at request time: where it is and which commit was seen."""
 
     display_name: str  # owner/repo, or the URL for enterprise and local repositories
@@ -96,12 +98,12 @@ class ResolvedRepository(BaseModel):
     commit: str
 
 
-class TimelineEntry(BaseModel):
+class TimelineEntry(ServiceModel):
     phase: str
     at: str
 
 
-class StartHop(BaseModel):
+class StartHop(ServiceModel):
     """One hop of a start, POST to RUNNING (logic/start_hops.py): the service's hops come from
     its own timestamps and add up to QUEUED -> READY; the sandbox's split its part."""
 
@@ -110,7 +112,7 @@ class StartHop(BaseModel):
     measured_by: Literal["service", "sandbox"]
 
 
-class Conversation(BaseModel):
+class Conversation(ServiceModel):
     conversation_id: str
     user_id: str
     conversation_status: ConversationStatus

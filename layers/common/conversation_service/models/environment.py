@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import ConfigDict, StringConstraints
+
+from conversation_service.models.base import ServiceModel
 
 Name = Annotated[str, StringConstraints(min_length=1)]
 Arn = Annotated[str, StringConstraints(pattern=r"^arn:")]
@@ -22,7 +24,7 @@ Url = Annotated[str, StringConstraints(pattern=r"^https?://")]
 CommaList = Annotated[str, StringConstraints(pattern=r"[^,\s]")]  # at least one item
 
 
-class FunctionEnvironment(BaseModel):
+class FunctionEnvironment(ServiceModel):
     """Field names are the variables' names."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from conversation_service.models.api import CreateConversationRequest, StrictModel
+from conversation_service.models.api import CreateConversationRequest
+from conversation_service.models.base import ServiceModel, StrictModel
 
 EVENT_SOURCE = "openhands.conversations"
 STATUS_CHANGED = "ConversationStatusChanged"
@@ -19,7 +20,7 @@ CREATE_CONVERSATION = "CreateConversation"
 DELETED = "DELETED"  # new_status of a conversation that no longer exists
 
 
-class ConversationStatusChanged(BaseModel):
+class ConversationStatusChanged(ServiceModel):
     """Detail of `ConversationStatusChanged`: ids, statuses and codes. Never a secret, a message,
     a title or the repository's setup output."""
 
@@ -39,7 +40,7 @@ class ConversationStatusChanged(BaseModel):
     changed_at: str
 
 
-class AgentStatusChanged(BaseModel):
+class AgentStatusChanged(ServiceModel):
     """Detail of `AgentStatusChanged`: the agent of a conversation changed its execution status
     (it finished, needs a confirmation, went idle, failed...). Never a message or a secret."""
 

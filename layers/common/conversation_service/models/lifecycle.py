@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from conversation_service.models.api import StrictModel
+from conversation_service.models.base import ServiceModel, StrictModel
 from conversation_service.models.domain import Conversation, ConversationStatus
 
 DEFAULT_PAGE_SIZE = 20
@@ -19,7 +19,7 @@ MAX_PAGE_SIZE = 100
 MAX_TITLE_LENGTH = 200
 
 
-class ConversationSummary(BaseModel):
+class ConversationSummary(ServiceModel):
     """One conversation in a listing (OpenHands' `ConversationInfo`, plus our status fields)."""
 
     conversation_id: str
@@ -55,7 +55,7 @@ class ConversationSummary(BaseModel):
         )
 
 
-class ConversationPage(BaseModel):
+class ConversationPage(ServiceModel):
     """`GET /api/conversations`: newest first; pass `next_page_id` back as `page_id` for more."""
 
     results: list[ConversationSummary]
@@ -78,7 +78,7 @@ class UpdateConversationRequest(StrictModel):
         return value
 
 
-class ConversationActionResponse(BaseModel):
+class ConversationActionResponse(ServiceModel):
     """Answer of stop and start (OpenHands' `ConversationResponse`)."""
 
     status: Literal["ok"] = "ok"
@@ -87,7 +87,7 @@ class ConversationActionResponse(BaseModel):
     conversation_status: ConversationStatus
 
 
-class QuotaView(BaseModel):
+class QuotaView(ServiceModel):
     """`GET /api/quota`: how many conversations may be active at once, and how many are."""
 
     limit: int

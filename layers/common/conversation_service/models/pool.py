@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from conversation_service.models.base import ServiceModel
 
 POOL_SANDBOX_PREFIX = "pool-"
 """A pool sandbox's id (`pool-<24 hex>`) is its task's `startedBy`; a conversation id never
@@ -25,7 +27,7 @@ class PoolState(StrEnum):
         return self in (PoolState.LAUNCHING, PoolState.IDLE)
 
 
-class PoolSandbox(BaseModel):
+class PoolSandbox(ServiceModel):
     sandbox_id: str
     pool_status: PoolState
     launched_at: int  # epoch ms, the ByLiveState index's sort key
@@ -43,20 +45,20 @@ class PoolSandbox(BaseModel):
     ended_reason: str | None = None
 
 
-class Assignment(BaseModel):
+class Assignment(ServiceModel):
     """`GET /sandbox/v1/pool/assignment`: null until a conversation claimed this sandbox."""
 
     assignment: dict[str, str] | None = Field(default=None, repr=False)
 
 
-class PoolIdleReport(BaseModel):
+class PoolIdleReport(ServiceModel):
     """`POST /sandbox/v1/pool/idle`: the agent-server has booted and answers /ready."""
 
     type: Literal["idle"] = "idle"
     boot_seconds: float | None = Field(default=None, ge=0, le=86400)
 
 
-class ReconcileReport(BaseModel):
+class ReconcileReport(ServiceModel):
     idle: int
     launching: int
     launched: list[str] = Field(default_factory=list)
