@@ -183,6 +183,7 @@ def creation_workflow() -> CreationWorkflow:
 @lru_cache(maxsize=1)
 def warm_pool() -> WarmPool:
     from conversation_service.dal.pool import PoolStore, ReconcilerNudge
+    from conversation_service.dal.sandbox_tokens import SandboxTokenSealer
     from conversation_service.dal.sandboxes import SandboxFleet
     from conversation_service.logic.pool import WarmPool
 
