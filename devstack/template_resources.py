@@ -8,9 +8,11 @@ every reader sees the resources CloudFormation creates.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,15 @@ ACCOUNT_ID = "123456789012"
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    """The template as CloudFormation sees it after `AWS::LanguageExtensions`: loops expanded."""
+    """The template as CloudFormation sees it after `AWS::LanguageExtensions`: loops expanded.
+    Each caller gets a copy of its own; the file is parsed once per version of it (a parse is
+    ~0.09 s of CPU, a copy ~0.01 s, and the tests provision a stack per test)."""
+    status = path.stat()
+    return copy.deepcopy(_parsed_template(path, status.st_mtime_ns, status.st_size))
+
+
+@lru_cache(maxsize=4)
+def _parsed_template(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     return expand(dict(cfn_yaml.load(str(path))))
 
 
