@@ -285,7 +285,7 @@ def _wait(predicate: Any, pump: Any, what: str, timeout: float = 30.0) -> Any:
 
 
 def _one_conversation(stack: Any, runtime: Any, pump: Any, observer: _Observer) -> int:
-    from tests.helpers import api_event
+    from tests.support.api_gateway import api_event
 
     authorizer = stack.event_for("AuthorizerFunction")
     assert runtime.invoke("AuthorizerFunction", authorizer)["principalId"] == "bench-user"

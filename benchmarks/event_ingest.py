@@ -74,7 +74,7 @@ def run(events: int = 1000, log: Any = print) -> dict[str, Any]:
     from benchmarks.cost import _Observer, _one_conversation, creation_stack, memory_sizes
     from benchmarks.dynamodb_units import CapacityMeter
     from benchmarks.warm_create import quiet_stdout
-    from tests.helpers import api_event
+    from tests.support.api_gateway import api_event
 
     with creation_stack("bench-ingest-") as (stack, runtime, session, pump):
         from conversation_service.dal import aws

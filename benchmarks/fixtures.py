@@ -122,7 +122,7 @@ class SeededStack:
 
     # -- seeding ---------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, user_id: str = "bench-user", **kw: Any) -> dict[str, Any]:
-        from tests.helpers import api_event
+        from tests.support.api_gateway import api_event
 
         event = api_event(method, path, body, user_id=user_id, **kw)
         response: dict[str, Any] = self.runtime.invoke("ApiFunction", event)
@@ -181,7 +181,7 @@ class SeededStack:
 
     # -- representative events -----------------------------------------------------------------
     def event_for(self, logical_id: str, user_id: str = "bench-user") -> dict[str, Any]:
-        from tests.helpers import api_event
+        from tests.support.api_gateway import api_event
 
         if logical_id == "ApiFunction":
             # With a github rewrite: `user/repo` on github, the user's github token opened (KMS).

@@ -97,7 +97,7 @@ class _Stack:
 
 
 def _until(condition: Callable[[], Any], what: str, timeout: float) -> Any:
-    from tests.helpers import wait_until
+    from tests.support.waiting import wait_until
 
     return wait_until(condition, timeout, what, interval=STATUS_POLL_SECONDS)
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from benchmarks.common import ROOT, percentile
 from benchmarks.load import LocalStackProcess, _free_port, _request
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 AGENT_PYTHON = ROOT / ".venv-agent" / "bin" / "python"
 BODY = {"repository": "https://github.com/user/repo.git", "selected_branch": "develop", "initial_user_msg": "hi"}

@@ -53,7 +53,7 @@ def run(requests: int = 2000, users: int = 10, log: Any = print) -> dict[str, An
 
     from benchmarks.fixtures import seed_stack
     from benchmarks.stubs import service_with_stub_remote
-    from tests.helpers import FakeLambdaContext, api_event
+    from tests.support.api_gateway import FakeLambdaContext, api_event
 
     with mock_aws(), tempfile.TemporaryDirectory(prefix="bench-warm-") as temporary:
         stack = seed_stack(

@@ -109,7 +109,7 @@ def proxy_event(
     domain: str,
     authorizer: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The API Gateway REST proxy event for one request (tests/helpers.py `api_event` has the same shape)."""
+    """The API Gateway REST proxy event for one request (tests/support/api_gateway.py `api_event`: same shape)."""
     parts = urlsplit(target)
     path = parts.path
     query_pairs = parse_qsl(parts.query, keep_blank_values=True)

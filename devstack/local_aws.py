@@ -67,7 +67,7 @@ def serialize_requests(app: WsgiApp) -> WsgiApp:
     """One AWS call at a time, as each DynamoDB call is atomic in AWS.
 
     moto's backends take no lock: concurrent requests corrupt each other's TransactWriteItems
-    (see tests/emulated/serial_moto_server.py). Lambda invocations are left out: the handler they run
+    (see tests/support/serial_moto.py). Lambda invocations are left out: the handler they run
     makes AWS calls of its own.
     """
     lock = threading.Lock()

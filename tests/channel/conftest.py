@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from conversation_service import services
 
-from tests.helpers import api_event
 from tests.lifecycle.conftest import CONVERSATIONS, USER, Lifecycle
 from tests.lifecycle.conftest import life as life  # the fixture: two configured users on the whole stack
+from tests.support.api_gateway import api_event
 
 
 def agent_event(index: int, *, text: str | None = None, kind: str = "MessageEvent", **fields: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from tests.e2e.local_stack import (
     free_port,
     processes_using,
 )
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.agent_server, pytest.mark.timeout(900)]
 

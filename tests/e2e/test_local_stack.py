@@ -55,7 +55,7 @@ from tests.e2e.local_stack import (
     identify,
     processes_using,
 )
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -4,8 +4,6 @@ user, real git repositories, moto servers for the race, and a way to change the 
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +15,9 @@ from moto import mock_aws
 
 from devstack.template_resources import StackResources, provision
 from tests.emulated.support import configure_user
-from tests.helpers import make_repository
+from tests.support.dynamodb_items import empty_tables
+from tests.support.git_repositories import make_repository
+from tests.support.serial_moto import serial_moto
 
 _stack_names = (f"unit{number}" for number in itertools.count())
 _provisioned: list[StackResources] = []
@@ -35,32 +35,22 @@ def _intact(resources: StackResources) -> bool:
     return ours <= tables
 
 
-def _wipe(resources: StackResources) -> None:
-    dynamodb = boto3.client("dynamodb")
-    for logical_id in ("ConversationsTable", "UsersTable", "IdempotencyTable"):
-        table = resources.physical[logical_id]
-        key_names = [key["AttributeName"] for key in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
-        for page in dynamodb.get_paginator("scan").paginate(TableName=table):
-            for item in page["Items"]:
-                dynamodb.delete_item(TableName=table, Key={name: item[name] for name in key_names})
-    s3 = boto3.client("s3")
-    bucket = resources.physical["ContextBucket"]
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=entry["Key"])
-
-
 @pytest.fixture
 def stack(_moto: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[StackResources]:
-    """tests/conftest.py's `stack` (moto holding the template's resources, the environment of the
-    ApiFunction, local repositories allowed), made affordable: moto starts once for tests/emulated and
-    each test gets empty tables and bucket instead of a new account (1-2 s per test otherwise).
+    """moto holding the template's resources, the environment of the ApiFunction, local
+    repositories allowed; made affordable: moto starts once for tests/emulated and each test gets
+    empty tables and bucket instead of a new account (1-2 s per test otherwise).
     A test that deletes a table gets a freshly provisioned stack after it."""
     aws.client.cache_clear()
     if not _provisioned or not _intact(_provisioned[-1]):
         _provisioned.append(provision(next(_stack_names)))
     resources = _provisioned[-1]
-    _wipe(resources)
+    empty_tables(resources)
+    yield from _as_the_api_function(resources, monkeypatch)
+
+
+def _as_the_api_function(resources: StackResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[StackResources]:
+    """The ApiFunction's environment (local repositories allowed) and services built for it."""
     for key, value in resources.functions["ApiFunction"].environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("ALLOW_LOCAL_REPOSITORIES", "true")
@@ -108,19 +98,11 @@ def repository(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 # -- the template's resources behind a moto server, for the concurrency race ------------------
 @pytest.fixture(scope="module")
 def serial_moto_server() -> Iterator[str]:
-    """tests/emulated/serial_moto_server.py in its own process: moto handling one request at a time,
-    so every AWS call is atomic (as DynamoDB's are) and the server does not compete with the
-    test's threads for the GIL. Yields its URL."""
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("serial_moto_server.py"))], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+    """tests/support/serial_moto.py in its own process: moto handling one request at a time, so
+    every AWS call is atomic (as DynamoDB's are) and the server does not compete with the test's
+    threads for the GIL. Yields its URL."""
+    with serial_moto() as url:
+        yield url
 
 
 @pytest.fixture
@@ -129,10 +111,4 @@ def serial_server_stack(serial_moto_server: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AWS_ENDPOINT_URL", serial_moto_server)
     aws.client.cache_clear()
     resources = provision(next(_stack_names))
-    for key, value in resources.functions["ApiFunction"].environment.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ALLOW_LOCAL_REPOSITORIES", "true")
-    services.reset()
-    yield resources
-    aws.client.cache_clear()
-    services.reset()
+    yield from _as_the_api_function(resources, monkeypatch)

@@ -10,7 +10,7 @@ from conversation_service import services
 from conversation_service.logic.identity import api_key_hash
 
 from tests.emulated.support import SETTINGS, call_api, configure_user, create
-from tests.helpers import FakeLambdaContext, api_event
+from tests.support.api_gateway import FakeLambdaContext, api_event
 
 API_KEY = "ohk_live_0123456789abcdef0123456789abcdef"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef/dev/POST/api/conversations"

@@ -12,7 +12,7 @@ deepcopy), 43 successes but 34 items, 33 STARTING items against a counter of 0; 
 ThreadedMotoServer, 50 successes but 35 items, 9 STARTING against a counter of 3. Those are moto's
 races, not ours: a race test there proves nothing either way.
 
-So the race runs against tests/emulated/serial_moto_server.py: moto in its own process handling one
+So the race runs against tests/support/serial_moto.py: moto in its own process handling one
 request at a time. Every DynamoDB call is then atomic, which real DynamoDB guarantees
 (TransactWriteItems is serializable), while the 50 requests still interleave their calls in any
 order, which is where a read-then-write bug lives. Checked by mutation: with the limit read and

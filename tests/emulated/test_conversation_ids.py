@@ -3,31 +3,18 @@ one), and ids in paths checked against the spec's rules with a message naming th
 
 from __future__ import annotations
 
-import string
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from conversation_service import services
-from conversation_service.config import get_config
-from conversation_service.dal.context_store import ContextStore
-from conversation_service.logic.conversations import ConversationService
-from conversation_service.logic.validation import validate_conversation_id
-from conversation_service.models.api import CreateConversationRequest
-from conversation_service.models.errors import InvalidConversationId
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from tests.emulated.support import (
     CONVERSATIONS,
     ApiResponse,
     call_api,
-    configure_user,
-    conversation_item,
     create,
     get_conversation,
 )
-from tests.helpers import api_event
+from tests.support.api_gateway import api_event
 
 
 def test_ids_are_uuid4_hex(user) -> None:
@@ -36,53 +23,6 @@ def test_ids_are_uuid4_hex(user) -> None:
     for conversation_id in ids:
         parsed = uuid.UUID(hex=conversation_id)
         assert parsed.version == 4 and parsed.hex == conversation_id
-
-
-def service_with_ids(ids: Iterator[str]) -> ConversationService:
-    config = get_config()
-    return ConversationService(
-        config,
-        services.conversation_store(),
-        services.user_store(),
-        ContextStore(config.context_bucket),
-        id_factory=lambda: next(ids),
-    )
-
-
-def test_a_colliding_id_silently_yields_a_fresh_one(user, tables) -> None:
-    configure_user("user-2")
-    taken = create({"initial_user_msg": "first"}).body["conversation_id"]
-    before = conversation_item(tables["conversations"], taken)
-    fresh = uuid.uuid4().hex
-    drawn: list[str] = []
-
-    def ids() -> Iterator[str]:
-        for conversation_id in (taken, taken, fresh):
-            drawn.append(conversation_id)
-            yield conversation_id
-
-    response = service_with_ids(ids()).create("user-2", CreateConversationRequest(initial_user_msg="second"))
-    assert response.conversation_id == fresh
-    assert drawn == [taken, taken, fresh]
-    # The first conversation is untouched; the second exists under the fresh id.
-    assert conversation_item(tables["conversations"], taken) == before
-    second = conversation_item(tables["conversations"], fresh)
-    assert second["user_id"] == {"S": "user-2"}
-    assert second["request"]["M"]["initial_user_msg"] == {"S": "second"}
-    assert get_conversation(taken, user_id="user-1").status == 200
-    assert get_conversation(fresh, user_id="user-2").status == 200
-
-
-def test_a_collision_at_the_limit_also_yields_a_fresh_id(user, tables) -> None:
-    existing = [create({}).body["conversation_id"] for _ in range(3)]
-    before = conversation_item(tables["conversations"], existing[2])
-    fresh = uuid.uuid4().hex
-    response = service_with_ids(iter([existing[2], fresh])).create("user-1", CreateConversationRequest())
-    assert response.conversation_id == fresh
-    assert conversation_item(tables["conversations"], existing[2]) == before
-    assert conversation_item(tables["conversations"], fresh)["conversation_status"] == {"S": "STARTING"}
-    # The least recently active one made room, as for any fourth conversation.
-    assert conversation_item(tables["conversations"], existing[0])["conversation_status"] == {"S": "STOPPED"}
 
 
 # -- ids in paths --------------------------------------------------------------------------------
@@ -164,68 +104,3 @@ def test_a_valid_but_unknown_id_is_not_found(user) -> None:
 
 def test_a_hundred_characters_is_still_an_id(user) -> None:
     assert get_conversation("a" * 100).status == 404
-
-
-def spec_allows(conversation_id: str) -> bool:
-    """The spec: at most 100 characters, no '..', '/' or '\\', no control characters (< 32).
-    We also count DEL (127) as a control character."""
-    return (
-        0 < len(conversation_id) <= 100
-        and ".." not in conversation_id
-        and "/" not in conversation_id
-        and "\\" not in conversation_id
-        and not any(ord(char) < 32 or ord(char) == 127 for char in conversation_id)
-    )
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.text(
-        alphabet=st.sampled_from(
-            string.ascii_letters + string.digits + "-_.:/\\~ é" + "".join(map(chr, range(0, 32))) + "\x7f"
-        ),
-        max_size=110,
-    )
-    | st.text(alphabet=string.hexdigits.lower(), min_size=95, max_size=105)
-)
-@example("a" * 100)
-@example("a" * 101)
-@example(".")
-@example("a.b")
-@example("..")
-@example("\x7f")
-def test_validate_conversation_id_follows_the_spec(conversation_id: str) -> None:
-    try:
-        validate_conversation_id(conversation_id)
-    except InvalidConversationId:
-        accepted = False
-    else:
-        accepted = True
-    assert accepted == spec_allows(conversation_id), repr(conversation_id)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.uuids(version=4))
-def test_every_generated_id_is_valid(value: uuid.UUID) -> None:
-    assert validate_conversation_id(value.hex) == value.hex
-
-
-def test_the_local_gateway_builds_events_as_api_gateway_rest_does() -> None:
-    """devstack: `path` keeps the client's encoding, `pathParameters` are decoded."""
-    from devstack.api_gateway import Route, proxy_event
-
-    event = proxy_event(
-        method="GET",
-        target="/api/conversations/a%2Fb%01c?limit=5",
-        headers=[("Host", "127.0.0.1")],
-        body=b"",
-        route=Route("/api/", "/api/{proxy+}", "ApiFunction", None),
-        stage="dev",
-        source_ip="127.0.0.1",
-        domain="127.0.0.1",
-        authorizer=None,
-    )
-    assert event["path"] == "/api/conversations/a%2Fb%01c"
-    assert event["requestContext"]["path"] == "/dev/api/conversations/a%2Fb%01c"
-    assert event["pathParameters"] == {"proxy": "conversations/a/b\x01c"}
-    assert event["queryStringParameters"] == {"limit": "5"}

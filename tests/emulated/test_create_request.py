@@ -5,23 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
-from conversation_service.models.api import CreateConversationRequest
-
 from tests.emulated.support import conversation_item, create, get_conversation
-
-SPEC_FIELDS = {
-    "repository",
-    "git_provider",
-    "selected_branch",
-    "initial_user_msg",
-    "image_urls",
-    "replay_json",
-    "suggested_task",
-    "create_microagent",
-    "conversation_instructions",
-    "mcp_config",
-}
+from tests.unit.test_create_request_model import SPEC_FIELDS
 
 
 def spec_full_example(repository: str) -> dict[str, Any]:
@@ -61,11 +46,6 @@ def assert_created(response) -> str:
     return response.body["conversation_id"]
 
 
-def test_the_request_model_has_exactly_the_spec_fields() -> None:
-    assert set(CreateConversationRequest.model_fields) == SPEC_FIELDS
-    assert all(not field.is_required() for field in CreateConversationRequest.model_fields.values())
-
-
 def test_the_spec_full_example_is_accepted_and_answered_as_the_spec_says(user, repository) -> None:
     path, commits = repository
     conversation_id = assert_created(create(spec_full_example(str(path))))
@@ -96,11 +76,6 @@ def test_every_field_is_optional(user, repository) -> None:
     assert create({"repository": str(path), "selected_branch": "main"}).status == 200
     lone_branch = create({"selected_branch": "main"})
     assert (lone_branch.status, lone_branch.body["msg_id"]) == (400, "ERROR$INVALID_REQUEST")
-
-
-@pytest.mark.parametrize("provider", ["GITHUB", "github", "GitHub", "gitlab", "GITLAB", "bitbucket", "azure_devops"])
-def test_git_provider_is_case_insensitive(provider: str) -> None:
-    assert CreateConversationRequest.model_validate({"git_provider": provider}).git_provider == provider.lower()
 
 
 def test_unknown_fields_are_refused_with_field_level_detail(user) -> None:

@@ -7,7 +7,6 @@ import logging
 
 import boto3
 
-from devstack.template_resources import load_template
 from tests.emulated.support import (
     GITHUB_TOKEN,
     LLM_KEY,
@@ -20,7 +19,7 @@ from tests.emulated.support import (
     save_settings,
     smart_http_git_server,
 )
-from tests.helpers import api_event
+from tests.support.api_gateway import api_event
 
 
 def test_defaults_are_recorded_on_the_conversation(user, tables) -> None:
@@ -147,10 +146,3 @@ def test_a_conversation_records_the_task_definitions_image_whatever_was_stored(s
     )["taskDefinition"]
     assert view["sandbox_image"] == task_definition["containerDefinitions"][0]["image"]
     assert call_api(api_event("GET", SETTINGS)).body["sandbox_base_container_image"] == view["sandbox_image"]
-
-
-def test_the_recorded_image_and_the_task_definitions_are_one_parameter() -> None:
-    template = load_template()
-    recorded = template["Globals"]["Function"]["Environment"]["Variables"]["DEFAULT_SANDBOX_IMAGE"]
-    containers = template["Resources"]["SandboxTaskDefinition"]["Properties"]["ContainerDefinitions"]
-    assert [container["Image"] for container in containers] == [recorded]

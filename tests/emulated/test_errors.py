@@ -10,7 +10,7 @@ from conversation_service import services
 from conversation_service.models.domain import UserSecrets, UserSettings
 
 from tests.emulated.support import LLM_KEY, SETTINGS, call_api, configure_user, create, save_settings
-from tests.helpers import api_event
+from tests.support.api_gateway import api_event
 
 
 def test_no_settings(stack) -> None:

@@ -17,7 +17,7 @@ from conversation_service.models.api import CreateConversationRequest
 
 from benchmarks.common import CallCounter
 from tests.emulated.support import CONVERSATIONS, active_counter, call_api, configure_user, conversation_items, create
-from tests.helpers import api_event
+from tests.support.api_gateway import api_event
 
 
 def test_the_same_key_and_body_returns_the_first_response(user, tables) -> None:

@@ -19,7 +19,7 @@ from tests.emulated.support import (
     silent_server,
     smart_http_git_server,
 )
-from tests.helpers import make_repository
+from tests.support.git_repositories import make_repository
 
 
 def created_view(response) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def test_a_directory_that_is_not_a_repository_is_refused(user, tmp_path: Path) -
 
 
 def test_an_empty_repository_has_no_default_branch(user, tmp_path: Path) -> None:
-    from tests.helpers import git
+    from tests.support.git_repositories import git
 
     (tmp_path / "empty").mkdir()
     git(tmp_path / "empty", "init", "-q")

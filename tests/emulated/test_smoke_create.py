@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import FakeLambdaContext, api_event, make_repository
+from tests.support.api_gateway import FakeLambdaContext, api_event
+from tests.support.git_repositories import make_repository
 
 
 def call(event):

@@ -19,7 +19,7 @@ from devstack.lambda_runtime import LocalLambdaRuntime, apply_environment
 from devstack.stream_pump import StreamPump
 from devstack.task_credentials import open_sealed_sandbox_token
 from devstack.template_resources import StackResources, provision
-from tests.helpers import FakeLambdaContext, api_event
+from tests.support.api_gateway import FakeLambdaContext, api_event
 
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import boto3
 
-from tests.helpers import make_repository
 from tests.integration.conftest import WorkflowHarness
+from tests.support.git_repositories import make_repository
 
 MCP_KEY = "mcp-key-5c2e91d0"
 

@@ -14,8 +14,9 @@ from conversation_service import services
 from conversation_service.dal import aws
 from moto import mock_aws
 
-from tests.helpers import api_event, make_repository
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
+from tests.support.api_gateway import api_event
+from tests.support.git_repositories import make_repository
 
 
 @pytest.fixture(scope="module")

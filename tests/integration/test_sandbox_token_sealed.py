@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_repository
 from tests.integration.conftest import WorkflowHarness
+from tests.support.git_repositories import make_repository
 
 
 def test_run_task_and_the_history_hold_only_the_sealed_token(workflow: WorkflowHarness, tmp_path: Path) -> None:

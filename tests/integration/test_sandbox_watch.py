@@ -8,8 +8,8 @@ from typing import Any
 
 from conversation_service import services
 
-from tests.helpers import make_repository
 from tests.integration.conftest import WorkflowHarness
+from tests.support.git_repositories import make_repository
 
 
 def _create(workflow: WorkflowHarness, tmp_path: Path) -> tuple[str, str, str]:

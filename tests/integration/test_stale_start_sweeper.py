@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conversation_service import services
 
-from tests.helpers import make_repository
 from tests.integration.conftest import WorkflowHarness
+from tests.support.git_repositories import make_repository
 
 
 def test_a_conversation_whose_workflow_never_started_is_closed(workflow: WorkflowHarness, tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from conversation_service.dal import aws
 from conversation_service.models.domain import ConversationStatus
 from moto import mock_aws
 
-from tests.helpers import make_repository
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
+from tests.support.git_repositories import make_repository
 
 LLM_KEY = "sk-integration-secret-7f3a"
 GIT_TOKEN = "ghp_integration_token_91ac"

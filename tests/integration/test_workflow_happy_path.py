@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import make_repository
 from tests.integration.conftest import WorkflowHarness
+from tests.support.git_repositories import make_repository
 
 
 def test_conversation_reaches_running(workflow: WorkflowHarness, tmp_path: Path) -> None:

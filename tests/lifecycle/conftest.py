@@ -28,8 +28,9 @@ from moto import mock_aws
 from devstack.sqs_poller import SqsEventSource
 from devstack.task_credentials import open_sealed_sandbox_token
 from devstack.template_resources import StackResources
-from tests.helpers import api_event, make_repository
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
+from tests.support.api_gateway import api_event
+from tests.support.git_repositories import make_repository
 
 LLM_KEY = "sk-lifecycle-secret-5d21"
 FIRST_MESSAGE = "please fix the flaky test in the parser module"

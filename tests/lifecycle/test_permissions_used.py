@@ -23,9 +23,9 @@ import pytest
 from botocore.client import BaseClient
 
 from devstack.lambda_runtime import LocalLambdaRuntime
-from tests.helpers import api_event
 from tests.lifecycle.conftest import CONVERSATIONS, OTHER_USER, USER, Lifecycle
 from tests.reliability.test_least_privilege import as_list, every_statement, refs, translated_template
+from tests.support.api_gateway import api_event
 
 TRUSTED = "openhands.integrations"
 MCP = {"shttp_servers": [{"url": "https://mcp.example.com", "api_key": "mcp-permission-test-key"}]}

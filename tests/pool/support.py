@@ -11,8 +11,8 @@ import pytest
 from conversation_service import services
 
 from devstack.task_credentials import open_sealed_pool_credential
-from tests.helpers import api_event
 from tests.integration.conftest import WorkflowHarness, make_harness
+from tests.support.api_gateway import api_event
 
 _clients: dict[tuple[int, str], Any] = {}
 

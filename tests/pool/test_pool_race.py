@@ -1,6 +1,6 @@
 """Atomic claims: many LaunchSandbox steps racing for a few idle sandboxes each get a different
 one or none (a cold start). Runs against moto in a process of its own serving one request at a
-time (tests/reliability/serial_moto.py), so each conditional write is atomic as DynamoDB's is,
+time (tests/support/serial_moto.py), so each conditional write is atomic as DynamoDB's is,
 while the claims interleave their calls freely from threads."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from conversation_service.logic.clock import now_epoch_ms
 from conversation_service.models.pool import PoolState
 
 from devstack.template_resources import provision
-from tests.reliability.serial_moto import serial_moto
+from tests.support.serial_moto import serial_moto
 
 CLAIMS = 60
 IDLE = 5

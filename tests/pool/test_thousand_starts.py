@@ -81,7 +81,7 @@ def test_a_thousand_starts_with_runtask_throttled_all_end_running_or_typed_error
 ) -> None:
     # moto backs up every table a transaction touches with a deep copy, stream records included
     # (they only grow: minutes for 1,000 starts). A cancelled transaction writes no stream record,
-    # so the backup can share them (as tests/reliability/serial_moto.py does).
+    # so the backup can share them (as tests/support/serial_moto.py does).
     monkeypatch.setattr(StreamShard, "__deepcopy__", lambda self, memo: self, raising=False)
     harness = pool_harness(monkeypatch, target=POOL, MaxActiveConversations="1000")
     # What the handlers log and measure is not under test here: writing it costs more CPU than moto.

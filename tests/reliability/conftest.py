@@ -9,13 +9,10 @@ own stacks with tests/integration's WorkflowHarness (moto's Step Functions engin
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-import boto3
 import pytest
 from conversation_service import services
 from conversation_service.adapters.git_remote import RemoteRefs
@@ -23,7 +20,8 @@ from conversation_service.dal import aws
 from moto import mock_aws
 
 from devstack.template_resources import StackResources, provision
-from tests.helpers import FakeLambdaContext, api_event
+from tests.support.api_gateway import FakeLambdaContext, api_event
+from tests.support.dynamodb_items import active_counter, empty_tables, scan_all
 
 LLM_KEY = "sk-reliability-LLM-secret-5e1f"
 GIT_TOKEN = "ghp_reliability_git_secret_77d0"
@@ -106,16 +104,7 @@ class ApiStack:
         return scan_all(self.conversations_table)
 
     def active_counter(self, user_id: str = "user-1") -> int:
-        item = (
-            dynamodb_client()
-            .get_item(
-                TableName=self.users_table,
-                Key={"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "QUOTA"}},
-                ConsistentRead=True,
-            )
-            .get("Item", {})
-        )
-        return int(item.get("active_count", {"N": "0"})["N"])
+        return active_counter(self.users_table, user_id)
 
     def assert_counter_matches_items(self) -> None:
         """Every user's QUOTA active_count equals the number of its STARTING/RUNNING items."""
@@ -131,38 +120,6 @@ class ApiStack:
             assert self.active_counter(user) == active.get(user, 0), f"{user}: counter drifted from the items"
 
 
-@cache
-def _dynamodb_client(endpoint: str | None) -> Any:
-    return boto3.client("dynamodb")
-
-
-def dynamodb_client() -> Any:
-    """The tests' own DynamoDB client, made once per endpoint (in-process moto, or a moto server
-    AWS_ENDPOINT_URL names): making one costs more CPU than the scans a test does with it."""
-    return _dynamodb_client(os.environ.get("AWS_ENDPOINT_URL"))
-
-
-def scan_all(table: str) -> list[dict[str, Any]]:
-    client = dynamodb_client()
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
-    while True:
-        page = client.scan(**kwargs)
-        items.extend(page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def _wipe(resources: StackResources) -> None:
-    dynamodb = dynamodb_client()
-    for logical_id in ("ConversationsTable", "UsersTable", "IdempotencyTable"):
-        table = resources.physical[logical_id]
-        keys = [key["AttributeName"] for key in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
-        for item in scan_all(table):
-            dynamodb.delete_item(TableName=table, Key={name: item[name] for name in keys})
-
-
 @pytest.fixture(scope="module")
 def _module_moto() -> Iterator[StackResources]:
     with mock_aws():
@@ -175,7 +132,7 @@ def _module_moto() -> Iterator[StackResources]:
 @pytest.fixture
 def api_stack(_module_moto: StackResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiStack]:
     aws.client.cache_clear()
-    _wipe(_module_moto)
+    empty_tables(_module_moto, bucket=False)
     for key, value in _module_moto.functions["ApiFunction"].environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")

@@ -1,5 +1,5 @@
 """Schemathesis against docs/openapi.json, in-process: every generated request becomes the API
-Gateway proxy event API Gateway would send (as tests/helpers.api_event builds it) for the real
+Gateway proxy event API Gateway would send (as tests/support/api_gateway.api_event builds it) for the real
 ApiFunction handler on moto. Over 1000 requests per run: no 5xx, every answer matches the schema
 (status code documented, body valid against its schema, content type)."""
 
@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.helpers import api_event
 from tests.reliability.conftest import ApiStack
+from tests.support.api_gateway import api_event
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 EXAMPLES_PER_OPERATION = 200
@@ -82,7 +82,7 @@ class ApiGatewayWsgi:
     def _invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         from api.app import lambda_handler
 
-        from tests.helpers import FakeLambdaContext
+        from tests.support.api_gateway import FakeLambdaContext
 
         response: dict[str, Any] = lambda_handler(event, FakeLambdaContext())
         return response

@@ -20,8 +20,8 @@ from conversation_service.dal.context_store import ContextStore
 from conversation_service.json_limits import MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES
 from conversation_service.models.api import MAX_MCP_CONFIG_BYTES, MCPConfig
 
-from tests.helpers import api_event
 from tests.reliability.conftest import ApiStack
+from tests.support.api_gateway import api_event
 
 CREATE = "/api/conversations"
 MCP_SECRET = "mcp-hostile-input-secret-0b1c"

@@ -2,7 +2,7 @@
 
 The 200-way race runs as tests/emulated/test_concurrency.py's 50-way one does, for the reason found
 there: moto takes no lock, so it runs against moto in its own process handling one request at a
-time (tests/reliability/serial_moto.py: each AWS call atomic, as DynamoDB's are) while the 200
+time (tests/support/serial_moto.py: each AWS call atomic, as DynamoDB's are) while the 200
 requests interleave their calls freely. The creates call the ConversationService directly from 200
 threads: the Powertools resolver keeps its current event in a module global, and in Lambda one
 execution environment never serves two requests at once.
@@ -28,7 +28,6 @@ from moto import mock_aws
 from devstack.template_resources import StackResources, provision
 from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
 from tests.reliability.conftest import GIT_TOKEN, LLM_KEY, install_stub_remote, scan_all
-from tests.reliability.serial_moto import serial_moto
 from tests.reliability.workflow_support import (
     FAST,
     READY,
@@ -40,6 +39,7 @@ from tests.reliability.workflow_support import (
     start,
     use_template_pump,
 )
+from tests.support.serial_moto import serial_moto
 
 PARALLEL = 200
 # Under close_oldest every create past the third closes another in a transaction that moto

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
@@ -22,6 +21,8 @@ from conversation_service.logic.validation import branch_name_problem, validate_
 from conversation_service.models.errors import InvalidConversationId, RepositoryNotAccessible, RepositoryNotAllowed
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+
+from tests.support.git_repositories import git_branch_oracle
 
 PUBLIC = "140.82.112.3"
 TRICKY_CHARACTERS = (
@@ -62,18 +63,9 @@ def test_very_long_ids_are_refused_for_their_length(length: int) -> None:
 
 # -- branch names: git itself is the oracle, now with unicode --------------------------------
 @pytest.fixture(scope="module")
-def git_accepts(tmp_path_factory: pytest.TempPathFactory):
-    repository = tmp_path_factory.mktemp("oracle")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(repository), "GIT_CONFIG_NOSYSTEM": "1"}
-    subprocess.run(["git", "init", "-q", str(repository)], check=True, env=env)
-
-    def accepts(name: str) -> bool:
-        result = subprocess.run(
-            ["git", "check-ref-format", "--branch", name], cwd=repository, env=env, capture_output=True
-        )
-        return result.returncode == 0
-
-    return accepts
+def git_accepts(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], bool]:
+    """`git check-ref-format --branch` run inside an empty repository, with no user config."""
+    return git_branch_oracle(tmp_path_factory.mktemp("oracle"))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,9 +14,9 @@ from conversation_service import services
 
 from devstack.stream_pump import StreamPump
 from devstack.template_resources import load_template
-from tests.helpers import make_repository
 from tests.integration.conftest import WorkflowHarness
 from tests.reliability.conftest import GIT_TOKEN, LLM_KEY, scan_all
+from tests.support.git_repositories import make_repository
 
 SANDBOX_PHASES = (
     "STATUS$RUNTIME_STARTED",

@@ -29,9 +29,7 @@ from tests.support.fakes import (
     LocalPageTokenSealer,
     LocalSandboxTokenSealer,
 )
-
-LLM_KEY = "sk-test-LLM-KEY-0123456789abcdef"
-GITHUB_TOKEN = "ghp_TEST_TOKEN_0123456789abcdef"
+from tests.support.values import LLM_KEY
 
 
 def unit_config(**overrides: Any) -> ServiceConfig:

@@ -21,7 +21,8 @@ from conversation_service.models.errors import (
     SettingsNotFound,
 )
 
-from tests.support.in_memory import LLM_KEY, InMemoryService, unit_config
+from tests.support.in_memory import InMemoryService, unit_config
+from tests.support.values import LLM_KEY
 
 
 def test_a_new_conversation_is_starting_with_the_defaults_recorded(service: InMemoryService, user: str) -> None:
@@ -116,6 +117,20 @@ def test_a_colliding_drawn_id_silently_yields_a_fresh_one(service: InMemoryServi
     assert creating.create(user, CreateConversationRequest(initial_user_msg="one")).conversation_id == "a" * 32
     assert creating.create(user, CreateConversationRequest(initial_user_msg="two")).conversation_id == "b" * 32
     assert service.users.active_count(user) == 2
+
+
+def test_a_collision_at_the_limit_also_yields_a_fresh_id(service: InMemoryService, user: str) -> None:
+    existing = [service.create() for _ in range(3)]
+    for order, conversation_id in enumerate(existing):
+        assert service.conversations.update_starting(conversation_id, last_active_at=order + 1)
+    before = service.conversations.item(existing[2])
+    drawn = iter([existing[2], "f" * 32])
+    response = service.conversation_service(id_factory=lambda: next(drawn)).create(user, CreateConversationRequest())
+    assert response.conversation_id == "f" * 32
+    assert service.conversations.item(existing[2]) == before
+    assert service.conversations.get("f" * 32).conversation_status == ConversationStatus.STARTING  # type: ignore[union-attr]
+    # The least recently active one made room, as for any fourth conversation.
+    assert service.conversations.get(existing[0]).conversation_status == ConversationStatus.STOPPED  # type: ignore[union-attr]
 
 
 def test_at_the_limit_the_least_recently_active_is_closed_not_the_oldest(service: InMemoryService, user: str) -> None:

@@ -35,7 +35,7 @@ from conversation_service.models.workflow_steps import (
 from devstack.fargate import LocalFargate, SandboxTask
 from devstack.sqs_poller import SqsEventSource
 from devstack.stream_pump import StreamPump
-from tests.helpers import FakeLambdaContext
+from tests.support.api_gateway import FakeLambdaContext
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/conversations/stream/2026-01-01T00:00:00.000"
 # The sample's INSERT image: a whole conversation item as the API writes it.

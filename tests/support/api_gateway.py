@@ -1,14 +1,11 @@
-"""Builders shared by the tests: API Gateway events, real git repositories, Lambda contexts, waiting."""
+"""API Gateway as the functions see it: REST proxy events, a Lambda context, and the API's real
+handler called with them."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -63,40 +60,21 @@ def api_event(
     }
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-        env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-             "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(cwd), "PATH": "/usr/bin:/bin"},
-    ).stdout.strip()
+@dataclass
+class ApiResponse:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: str = ""
 
 
-def make_repository(path: Path, branches: tuple[str, ...] = ("main",)) -> dict[str, str]:
-    """A real git repository with one commit per branch; returns branch -> commit sha."""
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", branches[0])
-    (path / "README.md").write_text("hello\n")
-    git(path, "add", ".")
-    git(path, "commit", "-q", "-m", "initial")
-    commits = {branches[0]: git(path, "rev-parse", "HEAD")}
-    for branch in branches[1:]:
-        git(path, "checkout", "-q", "-b", branch)
-        (path / f"{branch.replace('/', '_')}.txt").write_text(branch)
-        git(path, "add", ".")
-        git(path, "commit", "-q", "-m", branch)
-        commits[branch] = git(path, "rev-parse", "HEAD")
-    git(path, "checkout", "-q", branches[0])
-    return commits
+def call_api(event: dict[str, Any]) -> ApiResponse:
+    """The ApiFunction's real Lambda handler, as API Gateway invokes it."""
+    from api.app import lambda_handler  # imported when called: it checks its environment
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Call `predicate` every `interval` seconds until it returns something true, and return that;
-    AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    response = lambda_handler(event, FakeLambdaContext())
+    raw = response.get("body") or ""
+    headers = {key.lower(): value for key, value in (response.get("headers") or {}).items()}
+    for key, values in (response.get("multiValueHeaders") or {}).items():
+        headers.setdefault(key.lower(), values[0])
+    return ApiResponse(response["statusCode"], json.loads(raw) if raw else None, headers, raw)

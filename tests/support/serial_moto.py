@@ -1,5 +1,5 @@
-"""moto handling one request at a time, in a process of its own (the approach of
-tests/emulated/serial_moto_server.py, kept here so the two suites can move independently).
+"""moto handling one request at a time, in a process of its own: the race tests' AWS
+(tests/emulated, tests/reliability, tests/pool).
 
 moto's backends take no lock: concurrent requests corrupt each other's TransactWriteItems. One
 request at a time makes each AWS call atomic, as DynamoDB's are, while concurrent clients still
