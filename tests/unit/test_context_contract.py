@@ -63,7 +63,7 @@ def full_context(**overrides: Any) -> service.SandboxContext:
         "session_api_key": "session-key-0123456789abcdef",
         "first_message": service.FirstMessage(text="fix the bug", image_urls=["https://img.example/1.png"]),
         "conversation_instructions": "be brief",
-        "mcp_config": {"mcpServers": {"fs": {"command": "mcp-fs", "env": {"TOKEN": "mcp-secret"}}}},
+        "mcp_config": {"fs": {"command": "mcp-fs", "args": [], "env": {"TOKEN": "mcp-secret"}}},  # agent-server shape
         "setup_script_timeout_seconds": 600,
     }
     return service.SandboxContext(**{**values, **overrides})
