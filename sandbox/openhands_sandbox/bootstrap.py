@@ -217,10 +217,11 @@ class Bootstrap:
         """The five phases of docs/sandbox-protocol.md, each reported before it starts; the
         agent-server boots meanwhile (a pool sandbox's has booted already)."""
         timer = self.timer
-        self.enter(Phase.RUNTIME_STARTED)
-        if self.booted is None:
+        if self.booted is None:  # first of all: the boot is the longest step, and needs nothing of the service
+            self.stop.raise_if_requested()
             with timer.step("users"):
                 self.adopt(self.boot_agent_server(f"openhands-sandbox-{self.settings.conversation_id[:8]}-"))
+        self.enter(Phase.RUNTIME_STARTED)
         with timer.step("context_fetch"):
             context = self.fetch_context()
         users = self.users
