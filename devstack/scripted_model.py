@@ -34,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devstack.serving import first_match, served_in_thread
+
 Step = dict[str, Any]
 MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_FINISH = "Done."
@@ -218,29 +220,19 @@ class ScriptedModelServer(ThreadingHTTPServer):
             return list(self.requests)
 
     def wait_for_request(self, predicate: Callable[[ReceivedRequest], bool], timeout: float) -> ReceivedRequest:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for request in self.requests:
-                    if predicate(request):
-                        return request
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no matching request among {len(self.requests)} received")
-                self._changed.wait(remaining)
+        return first_match(
+            self._changed,
+            self.requests,
+            predicate,
+            timeout,
+            lambda: f"no matching request among {len(self.requests)} received",
+        )
 
 
 @contextmanager
 def scripted_model(script: Script | None = None) -> Iterator[ScriptedModelServer]:
-    server = ScriptedModelServer(script)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="scripted-model", daemon=True)
-    thread.start()
-    try:
+    with served_in_thread(ScriptedModelServer(script), name="scripted-model") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 
 from devstack.sandbox_users import UidPair, allocate_uid_pair
 from devstack.sandbox_view import python_installation, view_command
+from devstack.serving import first_match, served_in_thread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_DIR = REPO_ROOT / "sandbox"
@@ -255,15 +256,8 @@ class GitHttpServer(ThreadingHTTPServer):
 
 @contextmanager
 def git_http_server(root: Path, username: str, password: str) -> Iterator[GitHttpServer]:
-    server = GitHttpServer(root, username, password)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with served_in_thread(GitHttpServer(root, username, password)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 # --- the control plane --------------------------------------------------------------------
@@ -468,29 +462,15 @@ class ControlPlaneDouble(ThreadingHTTPServer):
         return [e for e in list(self.events) if e.get("type") == kind]
 
     def wait_for(self, predicate: Callable[[Event], bool], timeout: float) -> Event:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no matching event; got {self.events}")
-                self._changed.wait(remaining)
+        return first_match(
+            self._changed, self.events, predicate, timeout, lambda: f"no matching event; got {self.events}"
+        )
 
 
 @contextmanager
 def control_plane(token: str, context: dict[str, Any]) -> Iterator[ControlPlaneDouble]:
-    server = ControlPlaneDouble(token, context)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with served_in_thread(ControlPlaneDouble(token, context)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 # --- running the bootstrap ----------------------------------------------------------------
