@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         if section == "cold":
             from benchmarks import cold_start
 
-            results["cold_start"] = cold_start.run(runs=3 if quick else 10, log=_log)
+            results["cold_start"] = cold_start.run(
+                runs=int(os.environ.get("BENCH_COLD_ROUNDS", 3 if quick else 10)), log=_log
+            )
         elif section == "warm":
             from benchmarks import warm_create
 

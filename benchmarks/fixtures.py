@@ -164,6 +164,7 @@ class SeededStack:
         """STARTING, context built, a sandbox token minted: what the sandbox API serves. (id, token)"""
         from conversation_service.logic.clock import now_iso
         from conversation_service.logic.workflow import sandbox_token_hash
+        from conversation_service.models.domain import RuntimeStatus
         from conversation_service.services import conversation_store, creation_workflow
 
         conversation_id = self.starting_conversation(user_id)
@@ -171,7 +172,7 @@ class SeededStack:
         token = f"{conversation_id}.{uuid.uuid4().hex}{uuid.uuid4().hex}"
         assert conversation_store().set_runtime_phase(
             conversation_id,
-            "STATUS$STARTING_RUNTIME",
+            RuntimeStatus.STARTING_RUNTIME,
             at=now_iso(),
             task_token="bench-task-token",  # noqa: S106
             sandbox_token_hash=sandbox_token_hash(token),
