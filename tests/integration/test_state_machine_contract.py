@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,26 @@ def _substituted() -> dict[str, Any]:
     return dict(json.loads(re.sub(r"\$\{(\w+)\}", lambda match: sample[match.group(1)], text)))
 
 
-# Retry's IntervalSeconds has no *Path form: the one number a quoted placeholder cannot carry.
-UNQUOTABLE_NUMBERS = {"SandboxLaunchRetrySeconds"}
-
-
 def test_the_file_is_json_before_substitution() -> None:
-    """Editors, linters and diff tools read the file as it is: every placeholder sits in a string,
-    except the ones in UNQUOTABLE_NUMBERS (given a sample number here)."""
+    """Editors, linters and diff tools read the file as it is: every placeholder sits in a string
+    (numbers are quoted there and converted by the SandboxTimeouts state where a *Path field takes
+    them; Retry's IntervalSeconds has no *Path form, so the throttled launch's backoff is a literal)."""
     text = ASL_PATH.read_text()
-    for name in UNQUOTABLE_NUMBERS:
-        text = text.replace(f"${{{name}}}", "1")
-    json.loads(text)
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    in_strings = [name for value in strings(json.loads(text)) for name in re.findall(r"\$\{(\w+)\}", value)]
+    assert sorted(in_strings) == sorted(re.findall(r"\$\{(\w+)\}", text))
+    assert set(in_strings) == set(_state_machine()["DefinitionSubstitutions"])
 
 
 def _seconds(definition: dict[str, Any], state: dict[str, Any], field: str) -> int:

@@ -16,15 +16,14 @@ from conversation_service import observability, services
 from conversation_service.dal import aws
 from moto import mock_aws
 
-from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
+from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness
 from tests.reliability.conftest import GIT_TOKEN, LLM_KEY, ApiStack
 from tests.reliability.workflow_support import (
-    FAST,
+    fast_harness,
     run_sandbox,
     sandbox_token,
     settle,
     start,
-    use_template_pump,
 )
 
 OWNER, OTHER = "owner-user", "other-user"
@@ -87,7 +86,7 @@ def test_every_endpoint_answers_404_for_another_users_conversation(api_stack: Ap
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkflowHarness]:
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")  # the most the service ever logs
     with mock_aws(config=MOTO_CONFIG):  # type: ignore[arg-type]
-        yield use_template_pump(make_harness(monkeypatch, FAST))
+        yield fast_harness(monkeypatch)
     aws.client.cache_clear()
     services.reset()
 

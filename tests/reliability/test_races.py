@@ -26,18 +26,17 @@ from conversation_service.models.errors import ServiceError
 from moto import mock_aws
 
 from devstack.template_resources import StackResources, provision
-from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
+from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness
 from tests.reliability.conftest import GIT_TOKEN, LLM_KEY, install_stub_remote, scan_all
 from tests.reliability.workflow_support import (
-    FAST,
     READY,
     execution_status,
+    fast_harness,
     report,
     run_sandbox,
     sandbox_token,
     settle,
     start,
-    use_template_pump,
 )
 from tests.support.serial_moto import serial_moto
 
@@ -115,7 +114,7 @@ def test_parallel_creates_never_exceed_the_limit_nor_lose_a_record(
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkflowHarness]:
     with mock_aws(config=MOTO_CONFIG):  # type: ignore[arg-type]
-        harness = use_template_pump(make_harness(monkeypatch, FAST))
+        harness = fast_harness(monkeypatch)
         from api.app import openapi_schema
 
         paths = openapi_schema()["paths"]

@@ -16,17 +16,16 @@ from conversation_service import services
 from conversation_service.dal import aws
 from moto import mock_aws
 
-from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness, make_harness
+from tests.integration.conftest import MOTO_CONFIG, WorkflowHarness
 from tests.reliability.faults import FaultInjector
 from tests.reliability.workflow_support import (
-    FAST,
     SANDBOX_PHASES,
     assert_clean_end,
+    fast_harness,
     report,
     run_sandbox,
     sandbox_token,
     start,
-    use_template_pump,
 )
 
 SERVICES = ("dynamodb", "kms", "s3", "stepfunctions", "ecs")
@@ -35,7 +34,7 @@ SERVICES = ("dynamodb", "kms", "s3", "stepfunctions", "ecs")
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkflowHarness]:
     with mock_aws(config=MOTO_CONFIG):  # type: ignore[arg-type]
-        yield use_template_pump(make_harness(monkeypatch, FAST))
+        yield fast_harness(monkeypatch)
     aws.client.cache_clear()
     services.reset()
 

@@ -9,12 +9,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 from conversation_service import services
 
+from devstack import template_resources
 from devstack.stream_pump import StreamPump
 from devstack.template_resources import load_template
-from tests.integration.conftest import WorkflowHarness
+from tests.integration.conftest import WorkflowHarness, make_harness
 from tests.reliability.conftest import GIT_TOKEN, LLM_KEY, scan_all
 from tests.support.git_repositories import make_repository
 
@@ -33,9 +35,26 @@ READY = {
     "commit": "0" * 40,
     "microagents": [],
 }
-# LaunchSandbox retries a throttled RunTask 5 times with full jitter from SandboxLaunchRetrySeconds,
-# doubling: up to 31 s here (62 s with the template's 2 s) before the conversation can settle.
-FAST = {"SandboxHeartbeatSeconds": "3", "SandboxStartTimeoutSeconds": "12", "SandboxLaunchRetrySeconds": "1"}
+FAST = {"SandboxHeartbeatSeconds": "3", "SandboxStartTimeoutSeconds": "12"}
+FAST_LAUNCH_RETRY_SECONDS = 1
+"""LaunchSandbox retries a throttled RunTask 5 times with full jitter, doubling from the state
+machine's 2 s: up to 62 s before the conversation can settle; from 1 s here, up to 31 s."""
+
+
+def fast_harness(monkeypatch: pytest.MonkeyPatch) -> WorkflowHarness:
+    """The template's stack with short timeouts and the throttled launch's backoff from 1 s (the ASL
+    file's literal 2 s: Retry's IntervalSeconds takes no substitution that keeps the file JSON)."""
+    provisioned = template_resources.state_machine_definition
+
+    def with_fast_launch_retries(properties: dict[str, Any], resolver: Any) -> str:
+        definition = json.loads(provisioned(properties, resolver))
+        for retrier in definition["States"]["LaunchSandbox"]["Retry"]:
+            if retrier["ErrorEquals"] == ["SandboxLaunchThrottled"]:
+                retrier["IntervalSeconds"] = FAST_LAUNCH_RETRY_SECONDS
+        return json.dumps(definition)
+
+    monkeypatch.setattr(template_resources, "state_machine_definition", with_fast_launch_retries)
+    return use_template_pump(make_harness(monkeypatch, FAST))
 
 
 def start(harness: WorkflowHarness, tmp_path: Path, user_id: str = "user-1") -> str:
