@@ -22,6 +22,7 @@ from tests.e2e.local_stack import (
     free_port,
 )
 from tests.e2e.test_local_stack import git, sandbox_of
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 BOOT_TIMEOUT = 90.0
@@ -35,15 +36,6 @@ def pool_items(stack: RunningStack, endpoint: str) -> list[dict[str, Any]]:
 
     items = session.client("dynamodb", endpoint_url=endpoint).scan(TableName="local-SandboxPoolTable")["Items"]
     return [from_item(item) for item in items]
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_server(tmp_path: Path) -> None:

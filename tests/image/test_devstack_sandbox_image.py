@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from openhands_sandbox.bootstrap import ExitCode
 
 from devstack.fargate import container_entrypoint, kill_marked_processes, marked_processes
 from tests.e2e.local_stack import RunningStack, agent_server_pid, environment_variable, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.agent_server]
 
@@ -42,15 +42,6 @@ def sandbox_task(state_dir: Path, conversation_id: str) -> dict[str, Any]:
     raise AssertionError(f"no sandbox was started for {conversation_id}")
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_conversation_runs_in_a_sandbox_from_the_image(image: str, tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     stack = RunningStack.start(state_dir, free_port(), arguments=("--sandbox-image", image))
@@ -67,7 +58,7 @@ def test_a_conversation_runs_in_a_sandbox_from_the_image(image: str, tmp_path: P
             view = requests.get(f"{base_url}/api/conversations/{conversation_id}", timeout=10).json()
             return view if view["conversation_status"] in {"RUNNING", "ERROR", "STOPPED"} else None
 
-        view = wait_for(finished, RUNNING_TIMEOUT, "RUNNING")
+        view = wait_until(finished, RUNNING_TIMEOUT, "RUNNING")
         assert view["conversation_status"] == "RUNNING", (view, stack.output()[-4000:])
         assert view["runtime_status"] == "STATUS$READY"
 
@@ -93,9 +84,9 @@ def test_a_conversation_runs_in_a_sandbox_from_the_image(image: str, tmp_path: P
         # Stop: SIGTERM to the entrypoint, the container's processes end, the container is removed.
         stopped = requests.post(f"{base_url}/api/conversations/{conversation_id}/stop", timeout=60)
         assert stopped.status_code == 200, stopped.text
-        wait_for(lambda: not marked_processes(marker), 30, "the container's processes to end")
-        wait_for(lambda: task["container"] not in containers(), 30, "the container to be removed")
-        ended = wait_for(lambda: "exit_code" in (t := sandbox_task(state_dir, conversation_id)) and t, 10, "the end")
+        wait_until(lambda: not marked_processes(marker), 30, "the container's processes to end")
+        wait_until(lambda: task["container"] not in containers(), 30, "the container to be removed")
+        ended = wait_until(lambda: "exit_code" in (t := sandbox_task(state_dir, conversation_id)) and t, 10, "the end")
         # A stop revokes the sandbox's token and stops its task together: the bootstrap ends on
         # whichever reaches it first, SIGTERM (STOPPED) or a 401/409 from the control plane
         # (CONTROL_PLANE_GONE); both are its orderly shutdown, never FAILED or AGENT_SERVER_EXITED.
