@@ -41,6 +41,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from openhands_sandbox.processes import EXTRA_AGENT_ENVIRONMENT_VARIABLE
+from openhands_sandbox.warm import IDLE_NICENESS_VARIABLE, POOL_ID_VARIABLE
+
+from devstack import SANDBOX_PACKAGE_DIR
 from devstack.console import say, short
 from devstack.sandbox_image import SandboxContainer
 from devstack.sandbox_users import UidPair, allocate_uid_pair
@@ -48,9 +52,9 @@ from devstack.sandbox_view import python_installation, view_command
 from devstack.task_credentials import TaskCredentialsServer
 from devstack.template_resources import ACCOUNT_ID, REGION, ROOT
 
-SANDBOX_PACKAGE_DIR = ROOT / "sandbox"
 AGENT_PYTHON = ROOT / ".venv-agent" / "bin" / "python"
 MARKER_VARIABLE = "DEVSTACK_SANDBOX"
+IDLE_POOL_NICENESS = 19
 STOP_GRACE_SECONDS = 20.0  # the bootstrap itself gives the agent-server 10 s
 POLL_SECONDS = 0.25
 
@@ -158,6 +162,38 @@ def container_exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def wake_on_task_changes(event: threading.Event) -> None:
+    """Set ``event`` after every RunTask and StopTask moto's ECS answers (in this process): the
+    local Fargate starts and stops processes when ECS is asked to, not at its next poll, as
+    Fargate's own scheduler acts on the call. The hook is installed once per process; each local
+    Fargate adds its event, and `stop_waking` takes it out."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    _TASK_CHANGE_LISTENERS.append(event)
+    if getattr(EC2ContainerServiceBackend, "_devstack_wakes", False):
+        return
+    for name in ("run_task", "stop_task"):
+        original = getattr(EC2ContainerServiceBackend, name)
+
+        def call_then_wake(backend: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            try:
+                return _original(backend, *args, **kwargs)
+            finally:
+                for listener in _TASK_CHANGE_LISTENERS:
+                    listener.set()
+
+        setattr(EC2ContainerServiceBackend, name, call_then_wake)
+    EC2ContainerServiceBackend._devstack_wakes = True  # type: ignore[attr-defined]
+
+
+def stop_waking(event: threading.Event) -> None:
+    with contextlib.suppress(ValueError):
+        _TASK_CHANGE_LISTENERS.remove(event)
+
+
+_TASK_CHANGE_LISTENERS: list[threading.Event] = []
+
+
 class LocalFargate:
     def __init__(
         self,
@@ -191,6 +227,7 @@ class LocalFargate:
         self._definitions: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._nudged = threading.Event()
         self._thread = threading.Thread(target=self._run, name="local-fargate", daemon=True)
         self._enders: list[threading.Thread] = []
         self._separated = os.geteuid() == 0
@@ -202,11 +239,14 @@ class LocalFargate:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        wake_on_task_changes(self._nudged)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop polling, then every sandbox (in parallel) and whatever they left behind."""
         self._stopping.set()
+        self._nudged.set()
+        stop_waking(self._nudged)
         self._thread.join(timeout=10)
         with self._lock:
             tasks = list(self._tasks.values())
@@ -217,7 +257,13 @@ class LocalFargate:
         kill_marked_processes(f"{self._run_id}:", prefix=True)
 
     def _run(self) -> None:
-        while not self._stopping.wait(POLL_SECONDS):
+        while not self._stopping.is_set():
+            # A RunTask or StopTask wakes the loop at once (wake_on_task_changes); the poll also
+            # notices processes that exited by themselves.
+            self._nudged.wait(POLL_SECONDS)
+            self._nudged.clear()
+            if self._stopping.is_set():
+                return
             try:
                 self._poll_once()
             except Exception as error:
@@ -296,7 +342,15 @@ class LocalFargate:
             "AGENT_SERVER_HOST": "127.0.0.1",
             "AGENT_SERVER_PORT": str(port),
             **(uids.environment() if uids else {}),
+            # The marker reaches the agent's processes too: what leaves its process group is
+            # still found and killed when the task ends.
+            EXTRA_AGENT_ENVIRONMENT_VARIABLE: MARKER_VARIABLE,
         }
+        if self._separated and POOL_ID_VARIABLE in task_environment:
+            # A Fargate task has its vCPUs to itself: here an idle pool sandbox's boot takes only
+            # the CPU nobody else wants, and its bootstrap (root) takes normal priority back when
+            # it is assigned (openhands_sandbox/warm.py).
+            container_environment[IDLE_NICENESS_VARIABLE] = str(IDLE_POOL_NICENESS)
         # The task role, as ECS serves it: a credentials endpoint of its own, and moto's KMS.
         credentials_token = ""
         if self._task_credentials is not None:

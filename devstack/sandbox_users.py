@@ -13,17 +13,12 @@ import contextlib
 import fcntl
 import os
 import secrets
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-SANDBOX_PACKAGE_DIR = Path(__file__).resolve().parents[1] / "sandbox"
-if str(SANDBOX_PACKAGE_DIR) not in sys.path:
-    sys.path.append(str(SANDBOX_PACKAGE_DIR))
-
-from openhands_sandbox.users import kill_processes_of, processes_of  # noqa: E402
+from openhands_sandbox.users import kill_processes_of, processes_of
 
 UID_BASE = 200_000
 UID_PAIRS = 100_000

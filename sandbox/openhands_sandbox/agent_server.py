@@ -326,28 +326,32 @@ def kill_tmux_servers(tmux_dir: Path, run_as: RunAs | None) -> None:
 
 
 def config_file(launch: AgentServerLaunch) -> Path:
-    """The agent-server's JSON config: an empty one of ours, which the server may read, not write.
+    """The agent-server's JSON config, which the server may read, not write: where it keeps its
+    conversations and bash events (outside the repository: the defaults are relative to its
+    working directory), the default workspace and the webhooks (the bootstrap's event relay).
 
     Without it the server reads ``workspace/openhands_agent_server_config.json`` relative to its
     working directory, whose ``session_api_keys`` would override ``SESSION_API_KEY``.
     """
-    launch.config_path.write_text("{}\n")
+    config = {
+        "conversations_path": str(launch.state_dir / "conversations"),
+        "bash_events_dir": str(launch.state_dir / "bash_events"),
+        "workspace_path": str(launch.working_dir),
+        "webhooks": list(launch.webhooks),
+    }
+    launch.config_path.write_text(json.dumps(config, indent=2) + "\n")
     launch.config_path.chmod(0o644)
     return launch.config_path
 
 
 def agent_server_environment(launch: AgentServerLaunch) -> dict[str, str]:
-    state = launch.state_dir
+    """``launch.env``, the session key, the config file and tmux's socket directory; the rest of
+    the server's settings are in the config file (every variable would reach the agent's terminal)."""
     return {
         **launch.env,
         "SESSION_API_KEY": launch.session_api_key,
         "OPENHANDS_AGENT_SERVER_CONFIG_PATH": str(config_file(launch)),
-        # The defaults are relative to the working directory, i.e. inside the repository.
-        "OH_CONVERSATIONS_PATH": str(state / "conversations"),
-        "OH_BASH_EVENTS_DIR": str(state / "bash_events"),
-        "OH_WORKSPACE_PATH": str(launch.working_dir),
         "TMUX_TMPDIR": str(launch.tmux_dir),
-        **({"OH_WEBHOOKS": json.dumps(list(launch.webhooks))} if launch.webhooks else {}),
     }
 
 

@@ -46,7 +46,7 @@ from openhands_sandbox.inbox import AgentConversation, InboxPoller
 from openhands_sandbox.lifecycle import StopController, install_stop_signal_handlers
 from openhands_sandbox.logs import Redactor, configure_logging, fields
 from openhands_sandbox.phase_reporter import PhaseReporter
-from openhands_sandbox.processes import clean_environment
+from openhands_sandbox.processes import agent_environment, clean_environment
 from openhands_sandbox.relay import EventRelay
 from openhands_sandbox.settings import SandboxSettings, SettingsError
 from openhands_sandbox.timings import PROCESS_STARTED, StepTimer
@@ -457,7 +457,7 @@ class Bootstrap:
                 log_path=users.bootstrap_dir / "agent-server.log",
                 config_path=users.root / "agent-server-config.json",
                 tmux_dir=self._tmux_dir,
-                env=self.child_environment(users.agent),
+                env={**agent_environment(self.secrets), **users.agent.environment()},
                 run_as=users.agent.run_as,
                 webhooks=webhooks,
             )

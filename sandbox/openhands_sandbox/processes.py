@@ -41,6 +41,47 @@ SANDBOX_ONLY_PREFIXES = (
     "ECS_CONTAINER_METADATA_URI",
 )
 
+AGENT_ENVIRONMENT = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        # The agent-server's own switches (the task definition sets them).
+        "LITELLM_LOCAL_MODEL_COST_MAP",
+        "OPENHANDS_SUPPRESS_BANNER",
+    }
+)
+"""What of the task's environment the agent-server, and so the agent's terminal, gets: the
+locale, the way out (proxies, CA bundles) and the server's own switches, plus the ``LC_*`` and the
+names listed in ``SANDBOX_AGENT_ENVIRONMENT``. The sandbox's wiring (its port, uids, workspace
+root, the image's build settings) stays with the bootstrap: the agent has no use for it, and the
+terminal copies every variable into its tmux session with one tmux call each when a
+conversation starts (about 12 ms apiece here, on the path to RUNNING)."""
+EXTRA_AGENT_ENVIRONMENT_VARIABLE = "SANDBOX_AGENT_ENVIRONMENT"
+
+
+def agent_environment(secrets: Iterable[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``clean_environment`` narrowed to ``AGENT_ENVIRONMENT``, the ``LC_*`` and the names listed
+    (comma-separated) in ``SANDBOX_AGENT_ENVIRONMENT``; nothing it drops can be listed back."""
+    source = os.environ if base is None else base
+    listed = {name.strip() for name in source.get(EXTRA_AGENT_ENVIRONMENT_VARIABLE, "").split(",") if name.strip()}
+    return {
+        name: value
+        for name, value in clean_environment(secrets, source).items()
+        if name in AGENT_ENVIRONMENT or name.startswith("LC_") or name in listed
+    }
+
 
 def clean_environment(secrets: Iterable[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: ``os.environ``) without sandbox credentials.

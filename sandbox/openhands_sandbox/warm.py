@@ -18,12 +18,19 @@ Holding nothing of any conversation, it:
 
 A 410 (retired) or 401 ends it; so does the agent-server dying (its task stops, the service marks
 it dead and starts another).
+
+`SANDBOX_IDLE_NICENESS` (optional; the local stack sets it, a Fargate task needs none): the
+niceness the idle sandbox boots and waits at, and its agent-server with it. On Fargate each task
+has its vCPUs to itself; on one machine an idle sandbox's boot would otherwise take CPU from the
+conversations starting and running beside it. On assignment the bootstrap's and the agent-server's
+process groups (every thread of each) go back to the niceness the task started with.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import secrets
 import sys
@@ -46,6 +53,8 @@ from openhands_sandbox.settings import SandboxSettings, SettingsError
 
 log = logging.getLogger("openhands_sandbox.warm")
 
+POOL_ID_VARIABLE = "SANDBOX_POOL_ID"
+IDLE_NICENESS_VARIABLE = "SANDBOX_IDLE_NICENESS"
 ASSIGNMENT_WAIT_SECONDS = 20.0
 """The long poll's `wait` (the service caps it at 20 s)."""
 IDLE_CHECK_SECONDS = 0.5
@@ -61,7 +70,7 @@ class PoolCredential:
     def from_environ(cls, environ: MutableMapping[str, str]) -> PoolCredential:
         """Take the pool credential (and what opened it) out of ``environ`` (no child inherits it)."""
         credential = environ.pop("SANDBOX_POOL_TOKEN", "")
-        sandbox_id = environ.pop("SANDBOX_POOL_ID", "")
+        sandbox_id = environ.pop(POOL_ID_VARIABLE, "")
         if task_token.POOL_CIPHERTEXT_VARIABLE in environ or not credential:
             try:
                 credential = task_token.consume_pool_credential(environ, sandbox_id)
@@ -117,6 +126,7 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
         return ExitCode.FAILED
     redactor = Redactor([pool.credential])
     configure_logging(pool.sandbox_id, redactor)
+    assigned_niceness = yield_cpu_while_idle(environ.pop(IDLE_NICENESS_VARIABLE, ""))
     stop = StopController()
     install_stop_signal_handlers(stop)
     client = PoolClient(pool.api_url, pool.credential, redactor)
@@ -135,6 +145,8 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
         client.report_idle(boot_seconds)
         assignment = wait_for_assignment(client, agent_server, stop)
         booted = dataclasses.replace(booted, assigned_at=time.monotonic())
+        if assigned_niceness is not None:
+            take_back_cpu(assigned_niceness, agent_server.process.pid)
     except BaseException as error:
         idle.stop_children()
         idle.clean_up()
@@ -143,6 +155,35 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
     log.info("assigned", extra=fields(conversation_id=environment.get("CONVERSATION_ID")))
     environ.update(environment)
     return run_conversation(environ, stop, booted)
+
+
+def yield_cpu_while_idle(idle_niceness: str) -> int | None:
+    """Lower this process's priority to ``idle_niceness`` (its threads and children to come
+    inherit it); the niceness to go back to on assignment, or None when nothing changed."""
+    if not idle_niceness:
+        return None
+    try:
+        wanted = int(idle_niceness)
+    except ValueError:
+        log.warning("ignoring a niceness that is not a number", extra=fields(variable=IDLE_NICENESS_VARIABLE))
+        return None
+    started_at = os.getpriority(os.PRIO_PROCESS, 0)
+    if wanted <= started_at:
+        return None
+    os.setpriority(os.PRIO_PROCESS, 0, min(wanted, 19))
+    return started_at
+
+
+def take_back_cpu(niceness: int, agent_server_pid: int) -> None:
+    """Every thread of the bootstrap's process group and of the agent-server's (it leads its own)
+    back to ``niceness`` (lowering niceness takes CAP_SYS_NICE: the local stack's root bootstrap
+    has it)."""
+    groups = {"bootstrap": os.getpgid(0), "agent-server": agent_server_pid}
+    for name, group in groups.items():
+        try:
+            os.setpriority(os.PRIO_PGRP, group, niceness)
+        except OSError as error:
+            log.warning("could not take back the CPU priority", extra=fields(group=name, problem=str(error)))
 
 
 WARM_UP_TIMEOUT_SECONDS = 30.0

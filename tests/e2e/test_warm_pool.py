@@ -5,6 +5,7 @@ start; the pool then refills. One agent-server boot for the module (plus the ref
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import pytest
 import requests
 from conversation_service.logic.start_hops import SERVICE_HOPS
 
+from devstack.fargate import IDLE_POOL_NICENESS
 from tests.e2e.local_stack import (
     AGENT_PYTHON,
     RunningStack,
     agent_server_pid,
     environment_variable,
     free_port,
+    thread_niceness,
 )
 from tests.e2e.test_local_stack import git, sandbox_of
 from tests.support.waiting import wait_until
@@ -65,6 +68,10 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
             timeout=10,
         )
         assert idle_search.status_code == 200 and idle_search.json()["items"] == [], idle_search.text
+        # Idle, it boots and waits on the CPU nobody else wants (as root: SANDBOX_IDLE_NICENESS).
+        separated = os.geteuid() == 0
+        if separated:
+            assert thread_niceness(idle_pid) == {IDLE_POOL_NICENESS}, thread_niceness(idle_pid)
 
         started = time.monotonic()
         created = requests.post(
@@ -102,6 +109,11 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         # The same agent-server, booted while idle, serves the conversation in the claimed sandbox.
         assert int(view["agent_server_url"].rsplit(":", 1)[1]) == int(sandbox["agent_server_port"])
         assert agent_server_pid(int(sandbox["agent_server_port"])) == idle_pid
+        # Assigned, every thread of it (and of its bootstrap) is back at the stack's own priority.
+        if separated:
+            assert thread_niceness(idle_pid) == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_niceness(idle_pid)
+            bootstrap = int(sandbox["pid"])
+            assert thread_niceness(bootstrap) == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_niceness(bootstrap)
         workspace = Path(sandbox["workspace_root"]) / "repo"
         assert git(workspace, "rev-parse", "HEAD") == view["commit"]
         assert (workspace / ".openhands_setup_done").exists(), "the setup script did not run"

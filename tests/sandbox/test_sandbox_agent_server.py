@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from openhands_sandbox.http_client import http_request, open_http
+from openhands_sandbox.processes import AGENT_ENVIRONMENT
 from openhands_sandbox.timings import STEPS
 from sandbox_harness import (
     AGENT_VENV_PYTHON,
@@ -124,6 +125,7 @@ def test_reaches_ready_with_a_conversation_holding_the_first_message(
             with pytest.raises(urllib.error.HTTPError) as unauthorized:
                 agent_server_get(f"{base_url}/api/conversations/search", None)
             server_pid = agent_server_pid(sandbox.stderr)
+            server_environment = Path(f"/proc/{server_pid}/environ").read_bytes().split(b"\0")
         finally:
             exit_code = sandbox.stop()
 
@@ -163,6 +165,13 @@ def test_reaches_ready_with_a_conversation_holding_the_first_message(
     assert conversation["confirmation_policy"]["kind"] == "ConfirmRisky"
     assert conversation["security_analyzer"]["kind"] == "LLMSecurityAnalyzer"
     assert unauthorized.value.code == 401
+    # The agent's environment (its terminal copies it): the locale and PATH, the agent user's own
+    # directories, the server's key, config and tmux directory; its settings are in the config file.
+    names = {variable.split(b"=", 1)[0].decode() for variable in server_environment if variable}
+    own = {"HOME", "TMPDIR", "TMP", "TEMP", "USER", "LOGNAME"}
+    own |= {"SESSION_API_KEY", "OPENHANDS_AGENT_SERVER_CONFIG_PATH", "TMUX_TMPDIR"}
+    assert {name for name in names if not name.startswith("LC_")} <= AGENT_ENVIRONMENT | own, names
+    assert "WORKSPACE_ROOT" in sandbox.env and "AGENT_SERVER_PORT" in sandbox.env
 
     # SIGTERM: the agent-server is stopped with us, and we exit 0.
     assert exit_code == 0

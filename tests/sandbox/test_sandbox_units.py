@@ -23,8 +23,9 @@ from openhands_sandbox.agent_server import (
 from openhands_sandbox.context import ContextError, ConversationContext
 from openhands_sandbox.control_plane import ControlPlaneClient, ControlPlaneRejected, Phase
 from openhands_sandbox.logs import Redactor
-from openhands_sandbox.processes import clean_environment
+from openhands_sandbox.processes import agent_environment, clean_environment
 from openhands_sandbox.users import RunAs
+from openhands_sandbox.warm import take_back_cpu, yield_cpu_while_idle
 from sandbox_harness import Secrets, free_port, make_context, wait_for_port
 
 
@@ -87,6 +88,62 @@ def test_clean_environment_drops_credentials_and_any_value_holding_a_secret() ->
         "PYTHONPATH": "/opt/openhands-sandbox",
     }
     assert clean_environment(["the-llm-key"], base) == {"PATH": "/usr/bin", "HOME": "/home/u"}
+
+
+def test_the_agent_gets_the_locale_the_way_out_and_what_the_task_lists_never_the_sandbox_wiring() -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "WORKSPACE_ROOT": "/workspace",
+        "AGENT_SERVER_PORT": "8000",
+        "SANDBOX_AGENT_UID": "1000",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "ECS_AGENT_URI": "http://169.254.170.2/api/abc",
+        "DEVSTACK_SANDBOX": "run:task",
+        "SANDBOX_AGENT_ENVIRONMENT": "DEVSTACK_SANDBOX, SANDBOX_TOKEN,CARRIER",
+        "SANDBOX_TOKEN": "tok",
+        "CARRIER": "holds-the-llm-key",
+    }
+    assert agent_environment(["the-llm-key"], base) == {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "DEVSTACK_SANDBOX": "run:task",
+    }
+
+
+def test_an_idle_pool_sandbox_yields_the_cpu_and_takes_it_back_for_its_whole_groups() -> None:
+    assert yield_cpu_while_idle("") is None
+    assert yield_cpu_while_idle("not a number") is None
+    assert yield_cpu_while_idle(str(os.getpriority(os.PRIO_PROCESS, 0))) is None  # nothing to lower
+    if os.geteuid() != 0:
+        pytest.skip("taking the CPU back (lowering niceness) takes root")
+    started_at = os.getpriority(os.PRIO_PROCESS, 0)
+    # A stand-in for the agent-server: a process group of its own with a second thread, at 19.
+    child = subprocess.Popen(
+        ["python3", "-c", "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start()"],
+        start_new_session=True,
+        preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 19),
+    )
+    try:
+        wait_for_threads = 50
+        while len(os.listdir(f"/proc/{child.pid}/task")) < 2 and wait_for_threads:
+            wait_for_threads -= 1
+            threading.Event().wait(0.05)
+        take_back_cpu(started_at, child.pid)
+        nice = {
+            int(Path(f"/proc/{child.pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+            for tid in os.listdir(f"/proc/{child.pid}/task")
+        }
+        assert nice == {started_at}, nice
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_mcp_header_and_environment_values_are_secrets_and_get_masked(sandbox_secrets: Secrets) -> None:
