@@ -278,6 +278,7 @@ class Bootstrap:
         )
         self.stop.raise_if_requested()
         self.client.send_ready(report)
+        relay.start_forwarding()  # after `ready`: RUNNING does not wait on the first events' posts
         self.start_inbox(agent_server, report.agent_conversation_id, self.booted_agent_server.session_api_key)
         return StartedRuntime(agent_server, report)
 
@@ -289,11 +290,12 @@ class Bootstrap:
 
     def start_relay(self) -> EventRelay:
         """The webhook relay the agent-server's config names, made (unstarted) at its boot,
-        forwards from now on, with this conversation's client (a pool sandbox booted with its own)."""
+        receives from now on, and forwards once `ready` is sent, with this conversation's client
+        (a pool sandbox booted with its own)."""
         self.relay = self.booted_agent_server.relay
         self.relay.client = self.client
         self.relay.on_rejected = lambda: self.stop.request(StopReason.REJECTED)
-        self.relay.start()
+        self.relay.start_receiving()
         return self.relay
 
     def start_inbox(self, agent_server: AgentServer, agent_conversation_id: str, session_api_key: str) -> None:

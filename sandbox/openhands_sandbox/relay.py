@@ -22,6 +22,11 @@ follows those, and after the event that changed it sends ``POST /v1/agent-conver
 (``finished``, ``idle``, ``waiting_for_confirmation``...) is sent, ``before_stopped_status``
 runs (the workspace report), so a client that sees the status finds the workspace current; it is
 skipped when a later status is already queued (the agent is already working again).
+
+The bootstrap starts receiving before the conversation is created and forwarding once `ready` is
+sent: the first events (the system prompt, the first message, the initial status and its workspace
+report) would otherwise go to the control plane while it handles the start, and RUNNING would
+wait on them. They follow `ready` at once, in order.
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ class EventRelay:
         self._sleep = sleep or self._abandon.wait
         self._status: str | None = None
         self._started = False
+        self._forwarding = False
         self._transcript_full = False
         self.forwarded_events = 0
         self.dropped_posts = 0
@@ -187,10 +193,19 @@ class EventRelay:
         }
 
     def start(self) -> None:
+        self.start_receiving()
+        self.start_forwarding()
+
+    def start_receiving(self) -> None:
+        """Listen: what the agent-server posts is answered and queued (forwarded once forwarding starts)."""
         self._started = True
         self._server_thread.start()
-        self._forwarder.start()
         log.info("event relay listening", extra=fields(url=self.url))
+
+    def start_forwarding(self) -> None:
+        if not self._forwarding:
+            self._forwarding = True
+            self._forwarder.start()
 
     # --- receiving (HTTP threads) -------------------------------------------------------------
 
@@ -357,6 +372,7 @@ class EventRelay:
         if not self._started:
             self._server.server_close()
             return
+        self.start_forwarding()  # what was received goes out, if the control plane still takes it
         self._server.shutdown()
         self._server.server_close()
         self._closing.set()

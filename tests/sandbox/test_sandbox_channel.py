@@ -106,6 +106,26 @@ def test_the_relay_forwards_every_event_in_order_through_failing_posts(
     assert published and published[-1] == ("finished", len(sent))
 
 
+def test_what_the_relay_receives_before_forwarding_starts_waits_and_then_goes_in_order(
+    plane: ControlPlaneDouble, sandbox_secrets: Secrets
+) -> None:
+    published: list[str] = []
+    relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
+    relay.start_receiving()  # as the bootstrap does before the conversation exists
+    try:
+        first = [status_event(1, "idle"), agent_event(2)]
+        assert post_to_relay(relay, "/events/x", first) == 200  # answered at once
+        assert not relay.wait_until_forwarded(0.3)
+        assert not plane.agent_events and not plane.agent_statuses and not published
+        relay.start_forwarding()  # after `ready`
+        assert post_to_relay(relay, "/events/x", [status_event(3, "running"), agent_event(4)]) == 200
+        assert relay.wait_until_forwarded(10)
+    finally:
+        relay.close(5)
+    assert [e["id"] for e in plane.agent_transcript()] == [str(uuid.UUID(int=index)) for index in range(1, 5)]
+    assert [info["execution_status"] for info in plane.agent_statuses] == ["idle", "running"]
+
+
 def test_no_workspace_report_for_a_status_already_left(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
     published: list[str] = []
     relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
