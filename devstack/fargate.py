@@ -147,7 +147,10 @@ class SandboxTask:
             **({"container": self.container} if self.container else {}),
             **extra,
         }
-        (self.directory / "task.json").write_text(json.dumps(info, indent=2) + "\n")
+        # Written whole or not at all: tests and tools read it while the task ends.
+        staged = self.directory / "task.json.new"
+        staged.write_text(json.dumps(info, indent=2) + "\n")
+        staged.replace(self.directory / "task.json")
 
 
 TaskStateListener = Callable[[dict[str, Any]], None]

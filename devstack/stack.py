@@ -29,7 +29,7 @@ from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime, apply_env
 from devstack.local_aws import FAKE_CREDENTIALS, LocalAws
 from devstack.phase_log import ConversationPhaseLog
 from devstack.sqs_poller import SqsEventSource
-from devstack.stream_pump import StreamPump
+from devstack.stream_pump import StreamPump, stop_waking_on_stream_records, wake_on_stream_records
 from devstack.task_credentials import TaskCredentialsServer
 from devstack.template_resources import REGION, ROOT, EventSourceSpec, StackResources, provision
 
@@ -38,7 +38,7 @@ STACK_NAME = "local"
 STATE_MARKER = ".devstack-state"
 PLACEHOLDER_MODEL = "openai/placeholder-model-set-LLM_MODEL"
 PLACEHOLDER_API_KEY = "placeholder-set-LLM_API_KEY"
-STREAM_POLL_SECONDS = 0.1
+STREAM_POLL_SECONDS = 0.5  # a fallback: a write to a table with a stream wakes its pump at once
 QUEUE_POLL_SECONDS = 0.2
 
 
@@ -122,6 +122,7 @@ class LocalStack:
         self._runtime: LocalLambdaRuntime | None = None
         self._session: boto3.Session | None = None
         self._stopping = threading.Event()
+        self._wakes: list[threading.Event] = []
         self._stream_lock = threading.Lock()  # stream pumps take turns (see forget_stream_iterators)
         self._threads: list[threading.Thread] = []
         self._function_log: IO[str] | None = None
@@ -270,7 +271,10 @@ class LocalStack:
                     finally:
                         self._aws.forget_stream_iterators()
 
-            self._spawn(name, lambda: self._poll_forever(name, pump_and_forget, STREAM_POLL_SECONDS))
+            woken = threading.Event()
+            self._wakes.append(woken)
+            wake_on_stream_records(woken)
+            self._spawn(name, lambda: self._poll_forever(name, pump_and_forget, STREAM_POLL_SECONDS, woken))
         elif source.kind == "SQS":
             poller = SqsEventSource(
                 self.resources.queue_url(source.source_arn),
@@ -311,9 +315,20 @@ class LocalStack:
 
         return send
 
-    def _poll_forever(self, name: str, poll: Callable[[], Any], interval: float) -> None:
+    def _poll_forever(
+        self, name: str, poll: Callable[[], Any], interval: float, woken: threading.Event | None = None
+    ) -> None:
+        """``poll()`` every ``interval`` seconds, and at once whenever ``woken`` is set."""
         failures = 0
-        while not self._stopping.wait(interval):
+        while True:
+            if woken is None:
+                if self._stopping.wait(interval):
+                    return
+            else:
+                woken.wait(interval)
+                woken.clear()
+                if self._stopping.is_set():
+                    return
             try:
                 poll()
                 failures = 0
@@ -375,6 +390,9 @@ class LocalStack:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        for woken in self._wakes:
+            stop_waking_on_stream_records(woken)
+            woken.set()
         if self._fargate is not None:
             self._fargate.stop()
         if self._task_credentials is not None:

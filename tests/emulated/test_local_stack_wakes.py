@@ -1,6 +1,7 @@
-"""The local Fargate acts when ECS is asked to, not at its next poll: moto's RunTask and StopTask
-(an internal of the pinned moto, patched by devstack.fargate) wake it. Fails loudly if moto's ECS
-backend renames what the hook wraps."""
+"""The local stack acts when AWS would, not at its next poll: moto's RunTask and StopTask wake the
+local Fargate, and a record appended to a table's stream wakes that stream's pump (internals of
+the pinned moto, wrapped by devstack.fargate and devstack.stream_pump). Fails loudly if moto moves
+what the hooks wrap."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import boto3
 from moto import mock_aws
 
 from devstack.fargate import stop_waking, wake_on_task_changes
+from devstack.stream_pump import stop_waking_on_stream_records, wake_on_stream_records
 
 
 def test_run_task_and_stop_task_wake_the_local_fargate() -> None:
@@ -43,3 +45,38 @@ def test_run_task_and_stop_task_wake_the_local_fargate() -> None:
         woken.clear()
         ecs.run_task(cluster=cluster, taskDefinition=definition, **launch)
         assert not woken.is_set(), "a stopped local Fargate was still woken"
+
+
+def test_every_kind_of_write_to_a_streamed_table_wakes_its_pump() -> None:
+    woken = threading.Event()
+    with mock_aws():
+        wake_on_stream_records(woken)
+        try:
+            dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+            dynamodb.create_table(
+                TableName="streamed",
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            )
+            key = {"pk": {"S": "a"}}
+            writes = {
+                "PutItem": lambda: dynamodb.put_item(TableName="streamed", Item={**key, "n": {"N": "1"}}),
+                "UpdateItem": lambda: dynamodb.update_item(
+                    TableName="streamed",
+                    Key=key,
+                    UpdateExpression="SET n = :two",
+                    ExpressionAttributeValues={":two": {"N": "2"}},
+                ),
+                "TransactWriteItems": lambda: dynamodb.transact_write_items(
+                    TransactItems=[{"Put": {"TableName": "streamed", "Item": {"pk": {"S": "b"}}}}]
+                ),
+                "DeleteItem": lambda: dynamodb.delete_item(TableName="streamed", Key=key),
+            }
+            for name, write in writes.items():
+                woken.clear()
+                write()
+                assert woken.is_set(), f"{name} did not wake the stream pump"
+        finally:
+            stop_waking_on_stream_records(woken)
