@@ -6,8 +6,9 @@ against the bare agent-server boot measured in the same run, and a burst larger 
   `/health` that answers 200, polled every 0.1 s. Measured between the cold samples.
 - *Cold*: `python -m devstack --pool 0`; one create at a time of the sample repository
   `https://github.com/user/repo.git` (`develop`, its setup script and pre-commit hook), from
-  sending the POST to the first GET that shows RUNNING (polled every 0.2 s), then DELETE (its
-  sandbox stops) so the next sample has the machine and the per-user limit (3) to itself.
+  sending the POST to the first GET that shows RUNNING (polled every 0.2 s), then DELETE, and the
+  next sample waits until that sandbox has stopped (its agent-server's port closed): each sample
+  has the machine and the per-user limit (3) to itself.
 - *Warm*: `python -m devstack --pool 2`; before each sample the benchmark waits until the pool
   table shows an idle sandbox (the reconciler's refill), then the same create and DELETE. Every
   warm sample must report `"start": "warm"`.
@@ -27,11 +28,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +52,7 @@ BURST = 4
 POOL_TABLE = "local-SandboxPoolTable"
 BOOT_TIMEOUT = 240.0  # an agent-server boot: 13 s idle, 40 s or more on a busy machine
 RUNNING_TIMEOUT = 300.0
+STOP_TIMEOUT = 60.0  # a sandbox's stop: SIGTERM, the agent-server's own shutdown (10 s at most)
 POLL_SECONDS = 0.2  # each GET runs the authorizer and the API in the stack's one process: not faster
 AIM_WARM_P50_S = 1.5
 AIM_WARM_P95_S = 2.5
@@ -169,11 +173,23 @@ def delete(stack: LocalStackProcess, conversation_id: str) -> None:
 
 
 def one_start(stack: LocalStackProcess) -> tuple[float, str, dict[str, float]]:
-    """(POST -> RUNNING seconds, warm or cold, that start's hops in milliseconds)."""
+    """(POST -> RUNNING seconds, warm or cold, that start's hops in milliseconds). The sample ends
+    when its sandbox has stopped (its agent-server's port closed): the next one does not share the
+    machine with this one's teardown."""
     conversation_id, began, post_seconds = timed_create(stack)
     seconds, view = wait_running(stack, conversation_id, began)
     delete(stack, conversation_id)
+    wait_until(lambda: not port_is_open(view["agent_server_url"]), STOP_TIMEOUT, f"{conversation_id}'s sandbox to stop")
     return seconds, str(view.get("start")), sample_hops(view, post_seconds, seconds)
+
+
+def port_is_open(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def sample_hops(view: dict[str, Any], post_seconds: float, running_seconds: float) -> dict[str, float]:
