@@ -70,6 +70,46 @@ long poll (the inbox, `events?wait=`, an idle pool sandbox's assignment) holds o
 calls of that function go on. A function with ReservedConcurrentExecutions has at most that many."""
 
 
+class _PerThread:
+    """A data descriptor whose value is the current thread's own."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, owner_instance: Any, owner: Any = None) -> Any:
+        return getattr(_INVOCATION_STATE, self._name, None)
+
+    def __set__(self, owner_instance: Any, value: Any) -> None:
+        setattr(_INVOCATION_STATE, self._name, value)
+
+
+_INVOCATION_STATE = threading.local()
+_ROUTER_STATE = ("current_event", "lambda_context")
+
+
+def keep_powertools_router_state_per_thread() -> None:
+    """Powertools' event handler keeps the request being resolved on its ``BaseRouter`` class
+    (``BaseRouter.current_event = ...`` in ``resolve``), one per process, which is one invocation
+    at a time in Lambda. Here the invocations of every function run in threads of one process, so
+    two requests at once (two sandboxes fetching their contexts) could each read the other's
+    headers. Both attributes become per thread: on the class (a metaclass descriptor takes the
+    class-level assignment) and on every resolver instance."""
+    from abc import ABCMeta
+
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    if isinstance(BaseRouter.__dict__.get(_ROUTER_STATE[0]), _PerThread):
+        return
+    metaclass = type(BaseRouter)
+    assert issubclass(metaclass, ABCMeta), metaclass
+    per_thread_metaclass = type(
+        "PerThreadRouterState", (metaclass,), {name: _PerThread(name) for name in _ROUTER_STATE}
+    )
+    for name in _ROUTER_STATE:
+        setattr(BaseRouter, name, _PerThread(name))
+    BaseRouter.__class__ = per_thread_metaclass  # type: ignore[method-assign]
+
+
 class _ExecutionEnvironment:
     """One copy of a function's module, used by one invocation at a time: the Powertools resolvers
     keep the current event on a module-level object, as a Lambda execution environment would."""
@@ -97,6 +137,7 @@ class LocalLambdaRuntime:
         self._on_invoke = on_invoke
         if str(LAYER_PATH) not in sys.path:
             sys.path.insert(0, str(LAYER_PATH))
+        keep_powertools_router_state_per_thread()
 
     def spec(self, name_or_arn: str) -> FunctionSpec:
         name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0] if ":function:" in name_or_arn else name_or_arn
