@@ -46,6 +46,7 @@ from openhands_sandbox.warm import IDLE_NICENESS_VARIABLE, POOL_ID_VARIABLE
 
 from devstack import SANDBOX_PACKAGE_DIR
 from devstack.console import say, short
+from devstack.moto_wakes import stop_waking, wake_after_calls
 from devstack.sandbox_image import SandboxContainer
 from devstack.sandbox_users import UidPair, allocate_uid_pair
 from devstack.sandbox_view import python_installation, view_command
@@ -166,35 +167,11 @@ def container_exit_code(returncode: int) -> int:
 
 
 def wake_on_task_changes(event: threading.Event) -> None:
-    """Set ``event`` after every RunTask and StopTask moto's ECS answers (in this process): the
-    local Fargate starts and stops processes when ECS is asked to, not at its next poll, as
-    Fargate's own scheduler acts on the call. The hook is installed once per process; each local
-    Fargate adds its event, and `stop_waking` takes it out."""
+    """Set ``event`` after every RunTask and StopTask moto's ECS answers: the local Fargate starts
+    and stops processes when ECS is asked to, not at its next poll, as Fargate acts on the call."""
     from moto.ecs.models import EC2ContainerServiceBackend
 
-    _TASK_CHANGE_LISTENERS.append(event)
-    if getattr(EC2ContainerServiceBackend, "_devstack_wakes", False):
-        return
-    for name in ("run_task", "stop_task"):
-        original = getattr(EC2ContainerServiceBackend, name)
-
-        def call_then_wake(backend: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            try:
-                return _original(backend, *args, **kwargs)
-            finally:
-                for listener in _TASK_CHANGE_LISTENERS:
-                    listener.set()
-
-        setattr(EC2ContainerServiceBackend, name, call_then_wake)
-    EC2ContainerServiceBackend._devstack_wakes = True  # type: ignore[attr-defined]
-
-
-def stop_waking(event: threading.Event) -> None:
-    with contextlib.suppress(ValueError):
-        _TASK_CHANGE_LISTENERS.remove(event)
-
-
-_TASK_CHANGE_LISTENERS: list[threading.Event] = []
+    wake_after_calls(EC2ContainerServiceBackend, ("run_task", "stop_task"), event)
 
 
 class LocalFargate:

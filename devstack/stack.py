@@ -27,9 +27,10 @@ from devstack.fargate import LocalFargate
 from devstack.git_server import LocalGitServer, create_sample_repositories
 from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime, apply_environment
 from devstack.local_aws import FAKE_CREDENTIALS, LocalAws
+from devstack.moto_wakes import stop_waking
 from devstack.phase_log import ConversationPhaseLog
 from devstack.sqs_poller import SqsEventSource
-from devstack.stream_pump import StreamPump, stop_waking_on_stream_records, wake_on_stream_records
+from devstack.stream_pump import StreamPump, wake_on_stream_records
 from devstack.task_credentials import TaskCredentialsServer
 from devstack.template_resources import REGION, ROOT, EventSourceSpec, StackResources, provision
 
@@ -319,16 +320,14 @@ class LocalStack:
         self, name: str, poll: Callable[[], Any], interval: float, woken: threading.Event | None = None
     ) -> None:
         """``poll()`` every ``interval`` seconds, and at once whenever ``woken`` is set."""
+        wake = woken or self._stopping  # stop() sets both
         failures = 0
         while True:
-            if woken is None:
-                if self._stopping.wait(interval):
-                    return
-            else:
-                woken.wait(interval)
+            wake.wait(interval)
+            if self._stopping.is_set():
+                return
+            if woken is not None:
                 woken.clear()
-                if self._stopping.is_set():
-                    return
             try:
                 poll()
                 failures = 0
@@ -391,7 +390,7 @@ class LocalStack:
             return
         self._stopping.set()
         for woken in self._wakes:
-            stop_waking_on_stream_records(woken)
+            stop_waking(woken)
             woken.set()
         if self._fargate is not None:
             self._fargate.stop()

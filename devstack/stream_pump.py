@@ -18,7 +18,6 @@ so an iterator taken before that would never see another record.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import boto3
 from botocore.config import Config
 
 from devstack.lambda_runtime import FunctionError, LocalLambdaRuntime
+from devstack.moto_wakes import wake_after_calls
 
 RecordObserver = Callable[[dict[str, Any]], None]
 FailureDestination = Callable[[dict[str, Any]], None]
@@ -236,30 +236,8 @@ def _arrival(record: dict[str, Any]) -> str | None:
 
 
 def wake_on_stream_records(event: threading.Event) -> None:
-    """Set ``event`` whenever moto's DynamoDB (in this process) appends a record to a table's
-    stream, as Lambda's event source mapping picks up a record within moments, not at a poll.
-    Wraps moto's ``StreamShard.add`` (an internal of the pinned moto; a test fails if it moves)."""
+    """Set ``event`` whenever moto's DynamoDB appends a record to a table's stream, as Lambda's
+    event source mapping picks up a record within moments, not at a poll."""
     from moto.dynamodb.models.table import StreamShard
 
-    _STREAM_LISTENERS.append(event)
-    if getattr(StreamShard, "_devstack_wakes", False):
-        return
-    original = StreamShard.add
-
-    def add_then_wake(shard: Any, old: Any, new: Any) -> None:
-        try:
-            original(shard, old, new)
-        finally:
-            for listener in list(_STREAM_LISTENERS):
-                listener.set()
-
-    StreamShard.add = add_then_wake  # type: ignore[method-assign,assignment]
-    StreamShard._devstack_wakes = True  # type: ignore[attr-defined]
-
-
-def stop_waking_on_stream_records(event: threading.Event) -> None:
-    with contextlib.suppress(ValueError):
-        _STREAM_LISTENERS.remove(event)
-
-
-_STREAM_LISTENERS: list[threading.Event] = []
+    wake_after_calls(StreamShard, ("add",), event)

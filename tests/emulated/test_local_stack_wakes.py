@@ -10,8 +10,9 @@ import threading
 import boto3
 from moto import mock_aws
 
-from devstack.fargate import stop_waking, wake_on_task_changes
-from devstack.stream_pump import stop_waking_on_stream_records, wake_on_stream_records
+from devstack.fargate import wake_on_task_changes
+from devstack.moto_wakes import stop_waking
+from devstack.stream_pump import wake_on_stream_records
 
 
 def test_run_task_and_stop_task_wake_the_local_fargate() -> None:
@@ -79,4 +80,4 @@ def test_every_kind_of_write_to_a_streamed_table_wakes_its_pump() -> None:
                 write()
                 assert woken.is_set(), f"{name} did not wake the stream pump"
         finally:
-            stop_waking_on_stream_records(woken)
+            stop_waking(woken)
