@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -47,6 +46,7 @@ from typing import Any
 
 from benchmarks.common import ROOT, percentile
 from benchmarks.load import LocalStackProcess, _free_port, _request
+from tests.support.ports import port_is_open
 from tests.support.waiting import wait_until
 
 AGENT_PYTHON = ROOT / ".venv-agent" / "bin" / "python"
@@ -183,17 +183,13 @@ def one_start(stack: LocalStackProcess) -> tuple[float, str, dict[str, float]]:
     conversation_id, began, post_seconds = timed_create(stack)
     seconds, view = wait_running(stack, conversation_id, began)
     delete(stack, conversation_id)
-    wait_until(lambda: not port_is_open(view["agent_server_url"]), STOP_TIMEOUT, f"{conversation_id}'s sandbox to stop")
+    agent_server = urllib.parse.urlsplit(view["agent_server_url"])
+    wait_until(
+        lambda: not port_is_open(agent_server.port or 80, agent_server.hostname or "127.0.0.1"),
+        STOP_TIMEOUT,
+        f"{conversation_id}'s sandbox to stop",
+    )
     return seconds, str(view.get("start")), sample_hops(view, post_seconds, seconds)
-
-
-def port_is_open(url: str) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def sample_hops(view: dict[str, Any], post_seconds: float, running_seconds: float) -> dict[str, float]:

@@ -120,15 +120,6 @@ def agent_server_pid(port: int) -> int | None:
     return None
 
 
-def thread_niceness(pid: int) -> set[int]:
-    """The niceness of every thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
-    values = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            values.add(int(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]))
-    return values
-
-
 def environment_variable(pid: int, name: str) -> str | None:
     prefix = f"{name}=".encode()
     for variable in _environ(pid).split(b"\0"):

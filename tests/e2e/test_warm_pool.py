@@ -22,9 +22,9 @@ from tests.e2e.local_stack import (
     agent_server_pid,
     environment_variable,
     free_port,
-    thread_niceness,
 )
 from tests.e2e.test_local_stack import git, sandbox_of
+from tests.support.proc_stat import thread_niceness
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import urllib.error
 import uuid
@@ -29,6 +28,8 @@ from sandbox_harness import (
     start_bootstrap,
 )
 
+from tests.support.ports import port_is_open
+
 pytestmark = [
     pytest.mark.agent_server,
     pytest.mark.skipif(
@@ -47,11 +48,6 @@ def agent_server_get(url: str, session_key: str | None) -> Any:
     headers = {"X-Session-API-Key": session_key} if session_key else {}
     with open_http(http_request(url, headers=headers), 10) as response:
         return json.loads(response.read())
-
-
-def port_is_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def agent_server_pid(stderr: str) -> int:

@@ -28,6 +28,9 @@ from openhands_sandbox.users import RunAs
 from openhands_sandbox.warm import take_back_cpu, yield_cpu_while_idle
 from sandbox_harness import Secrets, free_port, make_context, wait_for_port
 
+from tests.support.proc_stat import thread_niceness
+from tests.support.waiting import wait_until
+
 
 @contextmanager
 def serving(statuses: list[int], body: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
@@ -131,16 +134,9 @@ def test_an_idle_pool_sandbox_yields_the_cpu_and_takes_it_back_for_its_whole_gro
         preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 19),
     )
     try:
-        wait_for_threads = 50
-        while len(os.listdir(f"/proc/{child.pid}/task")) < 2 and wait_for_threads:
-            wait_for_threads -= 1
-            threading.Event().wait(0.05)
+        wait_until(lambda: len(os.listdir(f"/proc/{child.pid}/task")) >= 2, 10, "the child's second thread", 0.05)
         take_back_cpu(started_at, child.pid)
-        nice = {
-            int(Path(f"/proc/{child.pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-            for tid in os.listdir(f"/proc/{child.pid}/task")
-        }
-        assert nice == {started_at}, nice
+        assert thread_niceness(child.pid) == {started_at}, thread_niceness(child.pid)
     finally:
         child.kill()
         child.wait()
