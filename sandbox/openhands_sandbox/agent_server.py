@@ -364,16 +364,16 @@ def connectable_host(host: str) -> str:
 # --- the StartConversationRequest ----------------------------------------------------------
 
 
-def start_conversation_request(context: ConversationContext, working_dir: Path) -> dict[str, Any]:
+def start_conversation_request(
+    context: ConversationContext, working_dir: Path, agent_conversation_id: str
+) -> dict[str, Any]:
     """Body of ``POST /api/conversations`` (``StartConversationRequest`` of agent-server 1.58)."""
     body: dict[str, Any] = {
         "workspace": {"kind": "LocalWorkspace", "working_dir": str(working_dir)},
         "agent_settings": agent_settings(context),
         "confirmation_policy": confirmation_policy(context),
+        "conversation_id": agent_conversation_id,
     }
-    conversation_id = as_uuid(context.conversation_id)
-    if conversation_id is not None:
-        body["conversation_id"] = conversation_id
     if context.agent.max_iterations is not None:
         body["max_iterations"] = context.agent.max_iterations
     analyzer = security_analyzer(context)
@@ -437,11 +437,13 @@ def security_analyzer(context: ConversationContext) -> dict[str, str] | None:
     return {"kind": kind}
 
 
-def as_uuid(conversation_id: str) -> str | None:
+def agent_conversation_uuid(conversation_id: str) -> str:
+    """The agent-server's id for the conversation: the service's id when it is a UUID (ours are),
+    a fresh one otherwise; chosen before the create, so the relay knows whose events to take."""
     try:
         return str(uuid.UUID(hex=conversation_id))
     except ValueError:
-        return None
+        return str(uuid.uuid4())
 
 
 # --- the URL the control plane uses --------------------------------------------------------

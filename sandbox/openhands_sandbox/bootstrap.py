@@ -24,6 +24,7 @@ from openhands_sandbox.agent_server import (
     AgentServer,
     AgentServerLaunch,
     advertised_url,
+    agent_conversation_uuid,
     start_conversation_request,
 )
 from openhands_sandbox.context import ContextError, ConversationContext
@@ -153,13 +154,15 @@ class Bootstrap:
         key made here (reported in ``ready``), no LLM key, no conversation, and as its default
         workspace the workspace root, not the workspace (which the conversation names, once the
         setup script is done and the workspace is the agent user's). The relay it names in its
-        webhooks forwards nothing before it is started, and only what carries that session key.
+        webhooks answers it from the start and takes nothing until it is given the conversation, and
+        only what carries that session key.
         """
         session_api_key = secrets.token_urlsafe(32)
         self.secrets.append(session_api_key)
         self.redactor.add([session_api_key])
         users = self.make_users_named(prefix)
         relay = EventRelay(self.client, session_api_key)
+        relay.start_receiving()
         agent_server = self.start_agent_server_process(session_api_key, (relay.webhook_spec(),))
         assert self._tmux_dir is not None
         return BootedAgentServer(users, self._tmux_dir, agent_server, relay, session_api_key)
@@ -261,8 +264,10 @@ class Bootstrap:
             self.settings.workspace_diff_cap_bytes,
         ).publish
         with timer.step("conversation_create"):
+            agent_conversation_id = agent_conversation_uuid(context.conversation_id)
+            relay.serve_conversation(agent_conversation_id)
             agent_conversation_id = agent_server.create_conversation(
-                start_conversation_request(context, workspace.path)
+                start_conversation_request(context, workspace.path, agent_conversation_id)
             )
         with timer.step("phase_reports"):
             self.phases.flush()  # every phase reaches the service before `ready`
@@ -289,13 +294,12 @@ class Bootstrap:
         return self.booted
 
     def start_relay(self) -> EventRelay:
-        """The webhook relay the agent-server's config names, made (unstarted) at its boot,
-        receives from now on, and forwards once `ready` is sent, with this conversation's client
-        (a pool sandbox booted with its own)."""
+        """The webhook relay the agent-server's config names, made and receiving since its boot;
+        it forwards once `ready` is sent, with this conversation's client (a pool sandbox booted
+        with its own)."""
         self.relay = self.booted_agent_server.relay
         self.relay.client = self.client
         self.relay.on_rejected = lambda: self.stop.request(StopReason.REJECTED)
-        self.relay.start_receiving()
         return self.relay
 
     def start_inbox(self, agent_server: AgentServer, agent_conversation_id: str, session_api_key: str) -> None:

@@ -23,7 +23,12 @@ follows those, and after the event that changed it sends ``POST /v1/agent-conver
 runs (the workspace report), so a client that sees the status finds the workspace current; it is
 skipped when a later status is already queued (the agent is already working again).
 
-The bootstrap starts receiving before the conversation is created and forwarding once `ready` is
+The relay serves one conversation, named before the agent-server creates it
+(``serve_conversation``): posts about any other, and every post before one is named, are answered
+and dropped. A pool sandbox's agent-server runs a warm-up conversation while it waits for an
+assignment (warm.py); none of its events or statuses may reach the conversation it is then given.
+
+The bootstrap starts receiving when the agent-server boots and forwarding once `ready` is
 sent: the first events (the system prompt, the first message, the initial status and its workspace
 report) would otherwise go to the control plane while it handles the start, and RUNNING would
 wait on them. They follow `ready` at once, in order.
@@ -36,6 +41,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,13 +120,15 @@ class _RelayHandler(BaseHTTPRequestHandler):
             return
         path = self.path.rstrip("/")
         if path.startswith("/events/") and isinstance(body, list):
-            relay.accept_events([event for event in body if isinstance(event, dict)])
+            if relay.serves(path.removeprefix("/events/")):
+                relay.accept_events([event for event in body if isinstance(event, dict)])
         elif path == "/conversations" and isinstance(body, dict):
-            relay.accept_conversation_info(body)
+            if relay.serves(body.get("id")):
+                relay.accept_conversation_info(body)
         else:
             self._answer(404)
             return
-        self._answer(200)
+        self._answer(200)  # a post about another conversation too: the agent-server need not retry it
 
     def _answer(self, status: int) -> None:
         payload = b'{"status": "ok"}' if status == 200 else b'{"status": "error"}'
@@ -161,6 +169,8 @@ class EventRelay:
         self._abandon = threading.Event()
         self._sleep = sleep or self._abandon.wait
         self._status: str | None = None
+        self._conversation: uuid.UUID | None = None
+        self.ignored_posts = 0
         self._started = False
         self._forwarding = False
         self._transcript_full = False
@@ -196,8 +206,25 @@ class EventRelay:
         self.start_receiving()
         self.start_forwarding()
 
+    def serve_conversation(self, agent_conversation_id: str) -> None:
+        """From now on, take the posts about this conversation of the agent-server (its UUID)."""
+        self._conversation = uuid.UUID(agent_conversation_id)
+
+    def serves(self, conversation_id: Any) -> bool:
+        """Whether a post about ``conversation_id`` (a UUID, hex or not) is this relay's to forward."""
+        try:
+            served = self._conversation is not None and uuid.UUID(str(conversation_id)) == self._conversation
+        except ValueError:
+            served = False
+        if not served:
+            with self._changed:
+                self.ignored_posts += 1
+        return served
+
     def start_receiving(self) -> None:
         """Listen: what the agent-server posts is answered and queued (forwarded once forwarding starts)."""
+        if self._started:
+            return
         self._started = True
         self._server_thread.start()
         log.info("event relay listening", extra=fields(url=self.url))

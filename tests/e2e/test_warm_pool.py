@@ -5,6 +5,7 @@ start; the pool then refills. One agent-server boot for the module (plus the ref
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -61,7 +62,12 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         assert environment_variable(idle_pid, "SANDBOX_POOL_TOKEN_CIPHERTEXT") is None
         assert environment_variable(idle_pid, "SANDBOX_TOKEN") is None
         assert not (Path(sandbox["workspace_root"]) / "repo").exists()
-        # Its warm-up requests (warm.warm_up_conversation_routes) made no conversation.
+        # Its warm-up (warm.warm_up_conversation_routes, warm.warm_up_a_conversation) left no
+        # conversation in the agent-server, and no directory of the warm-up conversation's.
+        agent_tmp = list((Path(sandbox["log"]).parent / "runtime").glob("*/agent-tmp"))
+        assert len(agent_tmp) == 1, agent_tmp
+        assert "agent-server warmed up" in Path(sandbox["log"]).read_text()
+        assert [entry.name for entry in agent_tmp[0].iterdir() if entry.name != "tmux"] == []
         idle_search = requests.get(
             f"http://127.0.0.1:{sandbox['agent_server_port']}/api/conversations/search",
             headers={"X-Session-API-Key": environment_variable(idle_pid, "SESSION_API_KEY") or ""},
@@ -127,6 +133,26 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         )
         assert answer.status_code == 200, answer.text
         assert Path(answer.json()["workspace"]["working_dir"]).resolve() == workspace.resolve()
+        # The agent-server holds this conversation only, and nothing of the idle sandbox's warm-up
+        # conversation reached the service: its first events are the conversation's own.
+        search = requests.get(
+            f"{view['agent_server_url']}/api/conversations/search",
+            headers={"X-Session-API-Key": session_key},
+            timeout=10,
+        ).json()
+        assert [item["id"] for item in search["items"]] == [answer.json()["id"]], search
+        events = wait_until(
+            lambda: (
+                found := requests.get(f"{base_url}/api/conversations/{conversation_id}/events", timeout=10).json()[
+                    "results"
+                ]
+            )
+            and any('"hi"' in json.dumps(event) for event in found)
+            and found,
+            RUNNING_TIMEOUT,
+            "the conversation's first events",
+        )
+        assert not any("warm-up" in json.dumps(event) for event in events), events
 
         # Claimed once, never idle again, and the pool refills.
         items = {i["sandbox_id"]: i for i in pool_items(stack, endpoint)}

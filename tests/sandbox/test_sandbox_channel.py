@@ -29,6 +29,9 @@ from openhands_sandbox.workspace_report import GitRunner, workspace_report
 from sandbox_harness import GIT_IDENTITY, ControlPlaneDouble, Secrets, control_plane, git, make_context
 
 SESSION_KEY = "sess_" + uuid.uuid4().hex
+AGENT_CONVERSATION = str(uuid.uuid4())
+"""The one conversation each relay here serves (``serve_conversation``)."""
+EVENTS = f"/events/{uuid.UUID(AGENT_CONVERSATION).hex}"
 
 
 def client_for(plane: ControlPlaneDouble, token: str) -> ControlPlaneClient:
@@ -85,13 +88,14 @@ def test_the_relay_forwards_every_event_in_order_through_failing_posts(
         before_stopped_status=lambda status: published.append((status, len(plane.agent_events))),
         sleep=lambda seconds: False,
     )
+    relay.serve_conversation(AGENT_CONVERSATION)
     relay.start()
     try:
         sent = [agent_event(i) for i in range(120)]
         sent[42] = status_event(42, "running")
         sent.append(status_event(120, "finished"))
         for start in range(0, len(sent), 4):
-            assert post_to_relay(relay, "/events/" + "a" * 32, sent[start : start + 4]) == 200
+            assert post_to_relay(relay, EVENTS, sent[start : start + 4]) == 200
         assert relay.wait_until_forwarded(30)
     finally:
         relay.close(5)
@@ -111,14 +115,15 @@ def test_what_the_relay_receives_before_forwarding_starts_waits_and_then_goes_in
 ) -> None:
     published: list[str] = []
     relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
+    relay.serve_conversation(AGENT_CONVERSATION)
     relay.start_receiving()  # as the bootstrap does before the conversation exists
     try:
         first = [status_event(1, "idle"), agent_event(2)]
-        assert post_to_relay(relay, "/events/x", first) == 200  # answered at once
+        assert post_to_relay(relay, EVENTS, first) == 200  # answered at once
         assert not relay.wait_until_forwarded(0.3)
         assert not plane.agent_events and not plane.agent_statuses and not published
         relay.start_forwarding()  # after `ready`
-        assert post_to_relay(relay, "/events/x", [status_event(3, "running"), agent_event(4)]) == 200
+        assert post_to_relay(relay, EVENTS, [status_event(3, "running"), agent_event(4)]) == 200
         assert relay.wait_until_forwarded(10)
     finally:
         relay.close(5)
@@ -129,11 +134,12 @@ def test_what_the_relay_receives_before_forwarding_starts_waits_and_then_goes_in
 def test_no_workspace_report_for_a_status_already_left(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
     published: list[str] = []
     relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
+    relay.serve_conversation(AGENT_CONVERSATION)
     relay.start()
     try:
         # As the agent-server reports a new message: idle, the message, running, in one batch.
-        post_to_relay(relay, "/events/x", [status_event(1, "idle"), agent_event(2), status_event(3, "running")])
-        post_to_relay(relay, "/events/x", [agent_event(4), status_event(5, "finished")])
+        post_to_relay(relay, EVENTS, [status_event(1, "idle"), agent_event(2), status_event(3, "running")])
+        post_to_relay(relay, EVENTS, [agent_event(4), status_event(5, "finished")])
         assert relay.wait_until_forwarded(10)
     finally:
         relay.close(5)
@@ -147,12 +153,13 @@ def test_a_full_transcript_stops_the_events_and_not_the_statuses(
     plane.event_limit = 3
     published: list[str] = []
     relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY, before_stopped_status=published.append)
+    relay.serve_conversation(AGENT_CONVERSATION)
     relay.start()
     try:
-        post_to_relay(relay, "/events/x", [agent_event(1), agent_event(2)])
+        post_to_relay(relay, EVENTS, [agent_event(1), agent_event(2)])
         assert relay.wait_until_forwarded(10)
-        post_to_relay(relay, "/events/x", [agent_event(3), agent_event(4), status_event(5, "finished")])
-        post_to_relay(relay, "/events/x", [agent_event(6)])
+        post_to_relay(relay, EVENTS, [agent_event(3), agent_event(4), status_event(5, "finished")])
+        post_to_relay(relay, EVENTS, [agent_event(6)])
         assert relay.wait_until_forwarded(10)
     finally:
         relay.close(5)
@@ -166,10 +173,11 @@ def test_the_relay_turns_away_posts_without_the_session_key(
     plane: ControlPlaneDouble, sandbox_secrets: Secrets
 ) -> None:
     relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY)
+    relay.serve_conversation(AGENT_CONVERSATION)
     relay.start()
     try:
-        assert post_to_relay(relay, "/events/x", [agent_event(1)], key="wrong") == 401
-        assert post_to_relay(relay, "/events/x", [agent_event(1)], key="") == 401
+        assert post_to_relay(relay, EVENTS, [agent_event(1)], key="wrong") == 401
+        assert post_to_relay(relay, EVENTS, [agent_event(1)], key="") == 401
         assert post_to_relay(relay, "/elsewhere", [agent_event(1)]) == 404
         assert relay.wait_until_forwarded(5)
     finally:
@@ -177,27 +185,62 @@ def test_the_relay_turns_away_posts_without_the_session_key(
     assert plane.agent_events == {}
 
 
-def test_conversation_info_never_moves_the_status_back(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
+def test_the_relay_drops_what_is_not_about_its_conversation(
+    plane: ControlPlaneDouble, sandbox_secrets: Secrets
+) -> None:
+    """A pool sandbox's warm-up conversation posts before and after the assignment names the real
+    one: answered (the agent-server does not retry), never forwarded, never the status."""
     relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY)
     relay.start()
+    other = uuid.uuid4()
     try:
-        post_to_relay(relay, "/events/x", [status_event(1, "running")])
+        assert post_to_relay(relay, f"/events/{other.hex}", [status_event(1, "error")]) == 200  # none named yet
+        assert post_to_relay(relay, EVENTS, [agent_event(2)]) == 200  # nor this one, yet
+        relay.serve_conversation(AGENT_CONVERSATION)
+        assert post_to_relay(relay, f"/events/{other.hex}", [agent_event(3)]) == 200
+        assert post_to_relay(relay, "/conversations", {"id": str(other), "execution_status": "deleting"}) == 200
+        assert post_to_relay(relay, "/conversations", {"id": "not-a-uuid", "execution_status": "error"}) == 200
+        assert post_to_relay(relay, EVENTS, [status_event(4, "running"), agent_event(5)]) == 200
+        assert relay.wait_until_forwarded(10)
+    finally:
+        relay.close(5)
+    assert relay.ignored_posts == 5
+    assert sorted(plane.agent_events) == [str(uuid.UUID(int=4)), str(uuid.UUID(int=5))]
+    assert [info["execution_status"] for info in plane.agent_statuses] == ["running"]
+
+
+def test_conversation_info_never_moves_the_status_back(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
+    relay = EventRelay(client_for(plane, sandbox_secrets.token), SESSION_KEY)
+    relay.serve_conversation(AGENT_CONVERSATION)
+    relay.start()
+    try:
+        post_to_relay(relay, EVENTS, [status_event(1, "running")])
         # The agent-server's start notice, composed before the run began, arrives late.
-        info = {"id": "c", "execution_status": "idle", "title": "T", "agent": {"llm": {"api_key": "sk-secret"}}}
+        info = {
+            "id": AGENT_CONVERSATION,
+            "execution_status": "idle",
+            "title": "T",
+            "agent": {"llm": {"api_key": "sk-secret"}},
+        }
         post_to_relay(relay, "/conversations", info)
         assert relay.wait_until_forwarded(10)
     finally:
         relay.close(5)
     assert [info["execution_status"] for info in plane.agent_statuses] == ["running", "running"]
-    assert plane.agent_statuses[-1] == {"id": "c", "execution_status": "running", "title": "T"}  # no settings
+    assert plane.agent_statuses[-1] == {
+        "id": AGENT_CONVERSATION,
+        "execution_status": "running",
+        "title": "T",
+    }  # no settings
 
 
 def test_a_rejected_relay_stops_the_sandbox(plane: ControlPlaneDouble, sandbox_secrets: Secrets) -> None:
     rejected = threading.Event()
     relay = EventRelay(client_for(plane, "not-the-token"), SESSION_KEY, on_rejected=rejected.set)
+    relay.serve_conversation(AGENT_CONVERSATION)
     relay.start()
     try:
-        post_to_relay(relay, "/events/x", [agent_event(1)])
+        post_to_relay(relay, EVENTS, [agent_event(1)])
         assert rejected.wait(10)
     finally:
         relay.close(1)

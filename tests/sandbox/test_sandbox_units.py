@@ -17,6 +17,7 @@ from openhands_sandbox.agent_server import (
     AgentServer,
     AgentServerLaunch,
     advertised_url,
+    agent_conversation_uuid,
     listening_sockets,
     start_conversation_request,
 )
@@ -202,7 +203,10 @@ def test_confirmation_settings_map_to_the_agent_server_policies(
 ) -> None:
     raw = make_context("ab" * 16, sandbox_secrets, repository=None)
     raw["agent"].update({"confirmation_mode": confirmation_mode, "security_analyzer": analyzer})
-    body = start_conversation_request(ConversationContext.from_json(raw), Path("/workspace/project"))
+    context = ConversationContext.from_json(raw)
+    body = start_conversation_request(
+        context, Path("/workspace/project"), agent_conversation_uuid(context.conversation_id)
+    )
     assert body["confirmation_policy"] == {"kind": policy}
     assert body.get("security_analyzer") == (analyzer_kind and {"kind": analyzer_kind})
     assert body["agent_settings"]["llm"]["api_key"] == sandbox_secrets.llm_key
