@@ -20,6 +20,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from devstack import moto_speedups
 from devstack.template_resources import ACCOUNT_ID, REGION
 
 MOTO_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
@@ -120,6 +121,7 @@ class LocalAws:
     def start(self) -> str:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         use_fake_credentials()
+        moto_speedups.apply()
         self._server.start()
         port = self._server.get_host_and_port()[1]
         self.endpoint_url = f"http://127.0.0.1:{port}"
