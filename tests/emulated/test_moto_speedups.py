@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from typing import Any
 
 import boto3
 import moto
@@ -32,6 +33,18 @@ def stream_records(name: str) -> list[dict[str, object]]:
     return [record.to_json() for record in table.stream_shard.items]
 
 
+def update_then_insert(table_name: str, new_key: str) -> list[dict[str, Any]]:
+    """Set item-0's n, then put ``new_key`` unless it exists."""
+    update = {
+        "TableName": table_name,
+        "Key": {"pk": {"S": "item-0"}},
+        "UpdateExpression": "SET n = :one",
+        "ExpressionAttributeValues": {":one": {"N": "1"}},
+    }
+    put = {"TableName": table_name, "Item": {"pk": {"S": new_key}}, "ConditionExpression": "attribute_not_exists(pk)"}
+    return [{"Update": update}, {"Put": put}]
+
+
 def test_a_cancelled_transaction_leaves_the_table_and_its_stream_as_they_were() -> None:
     table_name = f"streamed-{uuid.uuid4().hex[:8]}"
     with mock_aws():
@@ -50,48 +63,12 @@ def test_a_cancelled_transaction_leaves_the_table_and_its_stream_as_they_were() 
         assert len(before_stream) == 3
 
         with pytest.raises(ClientError, match="TransactionCanceled"):
-            dynamodb.transact_write_items(
-                TransactItems=[
-                    # Applied first, then undone when the second fails its condition.
-                    {
-                        "Update": {
-                            "TableName": table_name,
-                            "Key": {"pk": {"S": "item-0"}},
-                            "UpdateExpression": "SET n = :one",
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": table_name,
-                            "Item": {"pk": {"S": "item-1"}},
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ]
-            )
+            # The update is applied first, then undone when the put fails its condition.
+            dynamodb.transact_write_items(TransactItems=update_then_insert(table_name, "item-1"))
         assert dynamodb.scan(TableName=table_name, ConsistentRead=True)["Items"] == before_items
         assert stream_records(table_name) == before_stream
 
-        dynamodb.transact_write_items(
-            TransactItems=[
-                {
-                    "Update": {
-                        "TableName": table_name,
-                        "Key": {"pk": {"S": "item-0"}},
-                        "UpdateExpression": "SET n = :one",
-                        "ExpressionAttributeValues": {":one": {"N": "1"}},
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table_name,
-                        "Item": {"pk": {"S": "item-9"}},
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-            ]
-        )
+        dynamodb.transact_write_items(TransactItems=update_then_insert(table_name, "item-9"))
         after = stream_records(table_name)
         assert after[:3] == before_stream
         assert [record["eventName"] for record in after[3:]] == ["MODIFY", "INSERT"]
