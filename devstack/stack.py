@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import boto3
 
+from devstack import pool_wakes
 from devstack.api_gateway import LocalApiServer, LocalRestApi, SandboxApiFaults
 from devstack.console import divert_embedded_metrics, say
 from devstack.fargate import LocalFargate
@@ -158,9 +159,11 @@ class LocalStack:
                 "DEFAULT_RUNTIME": "local",
                 "GIT_URL_REWRITES": json.dumps({"https://github.com/": self._git.base_url}),
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                "POOL_ASSIGNMENT_POLL_SECONDS": str(pool_wakes.LOCAL_POLL_SECONDS),
             },
         )
-        runtime = LocalLambdaRuntime(resources)
+        runtime = LocalLambdaRuntime(resources)  # puts the layer on sys.path
+        pool_wakes.wake_on_pool_writes(resources.physical["SandboxPoolTable"])
         self._runtime, self._session = runtime, session
         self._reset_services()
         runtime.install_into_moto()

@@ -8,6 +8,7 @@ any other state), oldest first.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,6 +50,12 @@ class PoolStore:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found[:limit]
+
+    def wait_for_change(self, sandbox_id: str, seconds: float) -> None:
+        """Return when ``sandbox_id``'s item may have changed, after ``seconds`` at most. DynamoDB
+        tells no reader of a write: the long poll reads again after ``seconds``. (The local stack
+        returns as soon as moto writes to the pool table: devstack.pool_wakes.)"""
+        time.sleep(seconds)
 
     # -- writes --------------------------------------------------------------------------------
     def put_launching(self, sandbox: PoolSandbox) -> None:

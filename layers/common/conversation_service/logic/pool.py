@@ -276,5 +276,5 @@ class PoolChannel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            time.sleep(min(self._config.pool_assignment_poll_seconds, remaining))
+            self._store.wait_for_change(sandbox.sandbox_id, min(self._config.pool_assignment_poll_seconds, remaining))
             current = self._store.get(sandbox.sandbox_id)
