@@ -286,7 +286,14 @@ def _render_start(start: dict[str, Any]) -> list[str]:
         )
         + f"; warm p50 = **{start['warm_over_cold_p50_ratio']:.2f}x** cold p50. "
         f"Samples (s): bare {_seconds(bare['samples'])}; cold {_seconds(cold['samples'])}; "
-        f"warm {_seconds(warm['samples'])}.",
+        f"warm {_seconds(warm['samples'])}."
+        + (
+            f" Before the samples, one start on each fresh stack, its Lambda environments made on first use "
+            f"(as after a deploy; the functions' own cold starts are the cold-start section's): cold "
+            f"{cold['first_start_s']:.1f} s, warm {warm['first_start_s']:.1f} s, not among the samples."
+            if "first_start_s" in cold and "first_start_s" in warm
+            else ""
+        ),
         "",
         f"Burst of {burst['creates']} creates at once on a pool of {burst['pool']} "
         f"(load {burst['load_average_1m']:.1f}): "
