@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from openhands_sandbox import task_token
@@ -146,6 +147,8 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
     try:
         booted = idle.boot_agent_server(f"openhands-pool-{pool.sandbox_id[-8:]}-")
         agent_server = booted.agent_server
+        if assigned_niceness is not None:  # its session's autogroup too (the process inherited the rest)
+            set_autogroup_niceness(agent_server.process.pid, os.getpriority(os.PRIO_PROCESS, 0))
         agent_server.wait_until_ready(settings.agent_server_ready_timeout_seconds, stop)
         warm_up_conversation_routes(agent_server, booted.session_api_key)
         warm_up_a_conversation(booted, stop)
@@ -168,7 +171,8 @@ def run_pool_sandbox(environ: MutableMapping[str, str]) -> int:
 
 def yield_cpu_while_idle(idle_niceness: str) -> int | None:
     """Lower this process's priority to ``idle_niceness`` (its threads and children to come
-    inherit it); the niceness to go back to on assignment, or None when nothing changed."""
+    inherit it) and its autogroup's; the niceness to go back to on assignment, or None when
+    nothing changed."""
     if not idle_niceness:
         return None
     try:
@@ -180,19 +184,41 @@ def yield_cpu_while_idle(idle_niceness: str) -> int | None:
     if wanted <= started_at:
         return None
     os.setpriority(os.PRIO_PROCESS, 0, min(wanted, 19))
+    set_autogroup_niceness(os.getpid(), min(wanted, 19))
     return started_at
 
 
+def set_autogroup_niceness(pid: int, niceness: int) -> None:
+    """The niceness of the autogroup ``pid`` is in (its session's), best effort.
+
+    With the kernel's autogroup scheduling (``kernel.sched_autogroup_enabled``, on by default on
+    desktop and many server kernels, and on the machines the local stack runs on), the CPU is
+    shared between sessions first and a process's own niceness counts only against the processes
+    of its session: the bootstrap and the agent-server each lead a session of their own, so an idle
+    sandbox at niceness 19 still took as much CPU as the stack it ran beside (measured: two busy
+    processes in sessions of their own split a core 50/50 whatever their niceness; with one
+    autogroup at 19, 98/2). A kernel without autogroups has no such file: nothing to do.
+    """
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{niceness}\n")
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        log.warning("could not set the autogroup's priority", extra=fields(pid=pid, problem=str(error)))
+
+
 def take_back_cpu(niceness: int, agent_server_pid: int) -> None:
-    """Every thread of the bootstrap's process group and of the agent-server's (it leads its own)
-    back to ``niceness`` (lowering niceness takes CAP_SYS_NICE: the local stack's root bootstrap
-    has it)."""
+    """Every thread of the bootstrap's process group and of the agent-server's (it leads its own),
+    and both their autogroups, back to ``niceness`` (lowering niceness takes CAP_SYS_NICE: the
+    local stack's root bootstrap has it)."""
     groups = {"bootstrap": os.getpgid(0), "agent-server": agent_server_pid}
     for name, group in groups.items():
         try:
             os.setpriority(os.PRIO_PGRP, group, niceness)
         except OSError as error:
             log.warning("could not take back the CPU priority", extra=fields(group=name, problem=str(error)))
+    for pid in (os.getpid(), agent_server_pid):
+        set_autogroup_niceness(pid, niceness)
 
 
 WARM_UP_TIMEOUT_SECONDS = 30.0

@@ -25,7 +25,7 @@ from tests.e2e.local_stack import (
     free_port,
 )
 from tests.e2e.test_local_stack import git, sandbox_of
-from tests.support.proc_stat import thread_niceness
+from tests.support.proc_stat import autogroup_niceness, thread_niceness
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +78,9 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
         separated = os.geteuid() == 0
         if separated:
             assert thread_niceness(idle_pid) == {IDLE_POOL_NICENESS}, thread_niceness(idle_pid)
+            # And its session's autogroup: between sessions the kernel shares the CPU by autogroup.
+            assert autogroup_niceness(idle_pid) in (IDLE_POOL_NICENESS, None)
+            assert autogroup_niceness(int(sandbox["pid"])) in (IDLE_POOL_NICENESS, None)
 
         started = time.monotonic()
         created = requests.post(
@@ -120,6 +123,7 @@ def test_a_create_claims_the_idle_sandbox_and_reaches_running_on_its_agent_serve
             assert thread_niceness(idle_pid) == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_niceness(idle_pid)
             bootstrap = int(sandbox["pid"])
             assert thread_niceness(bootstrap) == {os.getpriority(os.PRIO_PROCESS, 0)}, thread_niceness(bootstrap)
+            assert autogroup_niceness(idle_pid) in (0, None) and autogroup_niceness(bootstrap) in (0, None)
         workspace = Path(sandbox["workspace_root"]) / "repo"
         assert git(workspace, "rev-parse", "HEAD") == view["commit"]
         assert (workspace / ".openhands_setup_done").exists(), "the setup script did not run"

@@ -26,10 +26,10 @@ from openhands_sandbox.control_plane import ControlPlaneClient, ControlPlaneReje
 from openhands_sandbox.logs import Redactor
 from openhands_sandbox.processes import agent_environment, clean_environment
 from openhands_sandbox.users import RunAs
-from openhands_sandbox.warm import take_back_cpu, yield_cpu_while_idle
+from openhands_sandbox.warm import set_autogroup_niceness, take_back_cpu, yield_cpu_while_idle
 from sandbox_harness import Secrets, free_port, make_context, wait_for_port
 
-from tests.support.proc_stat import thread_niceness
+from tests.support.proc_stat import autogroup_niceness, thread_niceness
 from tests.support.waiting import wait_until
 
 
@@ -128,7 +128,8 @@ def test_an_idle_pool_sandbox_yields_the_cpu_and_takes_it_back_for_its_whole_gro
     if os.geteuid() != 0:
         pytest.skip("taking the CPU back (lowering niceness) takes root")
     started_at = os.getpriority(os.PRIO_PROCESS, 0)
-    # A stand-in for the agent-server: a process group of its own with a second thread, at 19.
+    # A stand-in for the agent-server: a session and process group of its own with a second
+    # thread, at 19, its autogroup at 19 (as yield_cpu_while_idle and the pool boot leave them).
     child = subprocess.Popen(
         ["python3", "-c", "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start()"],
         start_new_session=True,
@@ -136,8 +137,11 @@ def test_an_idle_pool_sandbox_yields_the_cpu_and_takes_it_back_for_its_whole_gro
     )
     try:
         wait_until(lambda: len(os.listdir(f"/proc/{child.pid}/task")) >= 2, 10, "the child's second thread", 0.05)
+        set_autogroup_niceness(child.pid, 19)
+        assert autogroup_niceness(child.pid) in (19, None)
         take_back_cpu(started_at, child.pid)
         assert thread_niceness(child.pid) == {started_at}, thread_niceness(child.pid)
+        assert autogroup_niceness(child.pid) in (started_at, None)
     finally:
         child.kill()
         child.wait()
