@@ -1,8 +1,17 @@
-"""AWS on loopback: moto in server mode, in this process, so our Lambda patch applies.
+"""AWS: moto, in this process (so our Lambda patch applies), reached two ways.
 
-Every boto3 client of this process (the handlers', the pump's, the Fargate stand-in's) reaches
-moto through `AWS_ENDPOINT_URL` with fake credentials; moto's Step Functions engine reaches
-moto's Lambda at `http://localhost:$MOTO_PORT`, which runs our real handlers.
+- **Over HTTP on loopback** (moto in server mode): whatever runs outside this process, the
+  sandboxes' KMS calls with their task credentials, tests, the CLI and `aws --endpoint-url`.
+- **In-process, for this process's own boto3 clients** (the handlers', the pump's, the Fargate
+  stand-in's, moto's Step Functions engine's): botocore builds the real AWS request and moto's
+  botocore stubber (the one `mock_aws` uses) answers it from the same backends, without the
+  loopback HTTP round trip. Measured here: a DynamoDB GetItem costs 1.4 ms of CPU this way against
+  5.0-5.7 ms through the server (botocore's and urllib3's HTTP, werkzeug's server, a thread per
+  request), and a start makes about 150 calls in this one process. Nothing here reaches real AWS:
+  moto answers an AWS URL it does not know with a 404, and one on another AWS domain is refused
+  (`NoRealAws`). A client given an explicit `endpoint_url` (the loopback server) goes over HTTP.
+
+Both ways take the same lock, so moto serves one AWS call at a time (`serialize_requests`).
 """
 
 from __future__ import annotations
@@ -12,8 +21,10 @@ import logging
 import os
 import re
 import threading
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -64,6 +75,22 @@ class _QuietMotoRequestHandler(MotoRequestHandler):
         pass
 
 
+_MOTO_LOCK = threading.Lock()
+"""Held by every AWS call moto serves, over HTTP or in-process (Lambda invocations excepted)."""
+
+
+@contextmanager
+def _one_call_at_a_time(path: str) -> Iterator[None]:
+    acquired = _MOTO_LOCK.acquire(timeout=_LOCK_PATIENCE_SECONDS)
+    if not acquired:
+        _log.warning("moto request lock busy for %ss; serving %s unserialised", _LOCK_PATIENCE_SECONDS, path)
+    try:
+        yield
+    finally:
+        if acquired:
+            _MOTO_LOCK.release()
+
+
 def serialize_requests(app: WsgiApp) -> WsgiApp:
     """One AWS call at a time, as each DynamoDB call is atomic in AWS.
 
@@ -71,19 +98,11 @@ def serialize_requests(app: WsgiApp) -> WsgiApp:
     (see tests/support/serial_moto.py). Lambda invocations are left out: the handler they run
     makes AWS calls of its own.
     """
-    lock = threading.Lock()
 
     def serialized(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if _LAMBDA_INVOKE_PATH.match(environ.get("PATH_INFO", "")):
             return app(environ, start_response)
-        acquired = lock.acquire(timeout=_LOCK_PATIENCE_SECONDS)
-        if not acquired:
-            _log.warning(
-                "moto request lock busy for %ss; serving %s unserialised",
-                _LOCK_PATIENCE_SECONDS,
-                environ.get("PATH_INFO"),
-            )
-        try:
+        with _one_call_at_a_time(environ.get("PATH_INFO", "")):
             # Drain the body while holding the lock: werkzeug responses may be lazy iterables.
             body = app(environ, start_response)
             try:
@@ -92,11 +111,37 @@ def serialize_requests(app: WsgiApp) -> WsgiApp:
                 close = getattr(body, "close", None)
                 if close is not None:
                     close()
-        finally:
-            if acquired:
-                lock.release()
 
     return serialized
+
+
+class NoRealAws(RuntimeError):
+    """A boto3 call of the local stack that moto's stubber did not answer: it would have gone to AWS."""
+
+
+def answer_this_process_in_process() -> None:
+    """This process's boto3 calls answered by moto's botocore stubber, under the moto lock; a
+    call for an AWS endpoint it does not answer is refused before it leaves the process."""
+    from moto.core.models import botocore_stubber
+
+    if not getattr(botocore_stubber, "_local_stack_serialized", False):
+        answer = botocore_stubber.process_request
+
+        def serialized(request: Any) -> Any:
+            url = urllib.parse.urlsplit(request.url)
+            if _LAMBDA_INVOKE_PATH.match(url.path):
+                response = answer(request)
+            else:
+                with _one_call_at_a_time(url.path):
+                    response = answer(request)
+            host = url.hostname or ""
+            if response is None and (host.endswith(".amazonaws.com") or host.endswith(".api.aws")):
+                raise NoRealAws(f"moto does not answer {request.method} {request.url}: no real AWS from here")
+            return response  # None for an explicit endpoint_url (the loopback server): over HTTP
+
+        botocore_stubber.process_request = serialized  # type: ignore[method-assign]
+        botocore_stubber._local_stack_serialized = True  # type: ignore[attr-defined]
+    botocore_stubber.enabled = True
 
 
 class LocalMotoServer(ThreadedMotoServer):
@@ -125,7 +170,8 @@ class LocalAws:
         self._server.start()
         port = self._server.get_host_and_port()[1]
         self.endpoint_url = f"http://127.0.0.1:{port}"
-        os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
+        os.environ.pop("AWS_ENDPOINT_URL", None)  # this process's clients: in-process (above)
+        answer_this_process_in_process()
         # moto's Step Functions engine calls Lambda at http://localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(port)
         self._configure(MOTO_CONFIG)
