@@ -16,8 +16,9 @@ process.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
+
+from devstack.moto_wakes import tell_after_calls
 
 LOCAL_POLL_SECONDS = 0.5
 """The local stack's POOL_ASSIGNMENT_POLL_SECONDS: a read when no write woke the poll. A write
@@ -39,9 +40,8 @@ def wake_on_pool_writes(table_name: str) -> None:
     from conversation_service.dal.pool import PoolStore
     from moto.dynamodb.models import DynamoDBBackend
 
-    for name in ("put_item", "update_item", "delete_item"):
-        _notify_after(DynamoDBBackend, name, lambda args, kwargs: kwargs.get("table_name", args[0] if args else None))
-    _notify_after(DynamoDBBackend, "transact_write_items", _transaction_tables)
+    tell_after_calls(DynamoDBBackend, ("put_item", "update_item", "delete_item"), _after_item_write)
+    tell_after_calls(DynamoDBBackend, ("transact_write_items",), _after_transaction)
     PoolStore.wait_for_change = _wait_for_a_pool_write  # type: ignore[method-assign,assignment]
 
 
@@ -51,24 +51,16 @@ def pool_writes() -> int:
         return _writes
 
 
-def _notify_after(owner: type, name: str, tables: Callable[[tuple[Any, ...], dict[str, Any]], Any]) -> None:
-    original = getattr(owner, name)
-
-    def write_then_notify(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            written = tables(args, kwargs)
-            names = written if isinstance(written, set) else {written}
-            if names & _pool_tables:
-                _notify()
-
-    setattr(owner, name, write_then_notify)
+def _after_item_write(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if kwargs.get("table_name", args[0] if args else None) in _pool_tables:
+        _notify()
 
 
-def _transaction_tables(args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[str]:
+def _after_transaction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     items = kwargs.get("transact_items", args[0] if args else [])
-    return {str(op.get("TableName")) for item in items for op in item.values() if isinstance(op, dict)}
+    written = {op.get("TableName") for item in items for op in item.values() if isinstance(op, dict)}
+    if written & _pool_tables:
+        _notify()
 
 
 def _notify() -> None:

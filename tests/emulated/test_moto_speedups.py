@@ -33,6 +33,19 @@ def stream_records(name: str) -> list[dict[str, object]]:
     return [record.to_json() for record in table.stream_shard.items]
 
 
+def streamed_table(table_name: str, view_type: str) -> Any:
+    """A client, after making ``table_name`` (key ``pk``) with a stream of ``view_type``."""
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    dynamodb.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": view_type},
+    )
+    return dynamodb
+
+
 def update_then_insert(table_name: str, new_key: str) -> list[dict[str, Any]]:
     """Set item-0's n, then put ``new_key`` unless it exists."""
     update = {
@@ -48,14 +61,7 @@ def update_then_insert(table_name: str, new_key: str) -> list[dict[str, Any]]:
 def test_a_cancelled_transaction_leaves_the_table_and_its_stream_as_they_were() -> None:
     table_name = f"streamed-{uuid.uuid4().hex[:8]}"
     with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName=table_name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        dynamodb = streamed_table(table_name, "NEW_AND_OLD_IMAGES")
         for index in range(3):
             dynamodb.put_item(TableName=table_name, Item={"pk": {"S": f"item-{index}"}, "n": {"N": "0"}})
         before_items = dynamodb.scan(TableName=table_name, ConsistentRead=True)["Items"]
@@ -77,14 +83,7 @@ def test_a_cancelled_transaction_leaves_the_table_and_its_stream_as_they_were() 
 def test_a_table_copy_shares_the_stream_records_and_not_their_list() -> None:
     table_name = f"copied-{uuid.uuid4().hex[:8]}"
     with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName=table_name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-        )
+        dynamodb = streamed_table(table_name, "NEW_IMAGE")
         dynamodb.put_item(TableName=table_name, Item={"pk": {"S": "a"}})
         table = dynamodb_backends[ACCOUNT]["us-east-1"].get_table(table_name)
         copied = copy.deepcopy(table)
